@@ -1,0 +1,57 @@
+"""`scratchgpt <command>`: a thin shell over functions users can also call from Python.
+
+Each command lives in its own module here with two functions: ``register(subparsers)`` adds its
+parser, and the parser's ``func`` default runs it. Heavy imports (torch) happen inside the command,
+so ``scratchgpt --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scratchgpt import __version__
+from scratchgpt.errors import ScratchGPTError
+
+# Order here is the order in `scratchgpt --help`: the pipeline, left to right.
+COMMAND_MODULES = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scratchgpt",
+        description="Build, train, fine-tune and run a GPT-style LLM from scratch.",
+    )
+    parser.add_argument("--version", action="version", version=f"scratchgpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ScratchGPTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
