@@ -1,0 +1,187 @@
+"""The GPT model (the book's chapter 4): embeddings, transformer blocks, output head.
+
+Module and parameter names are the book's (tok_emb, trf_blocks, att.W_query, ff.layers, norm1,
+scale/shift, out_head), so a learner finds the code they read, and the book's state dicts load
+key for key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratchgpt.config import GPTConfig
+from scratchgpt.errors import ConfigError
+from scratchgpt.model.attention import MultiHeadAttention
+from scratchgpt.model.kv_cache import KVCache
+
+
+class LayerNorm(nn.Module):
+    """The book's LayerNorm: scale * (x - mean) / sqrt(var + eps) + shift, biased variance.
+
+    Computed by ``F.layer_norm``, which is exactly that formula in one fused kernel (a test checks
+    it against the written-out maths).
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class GELU(nn.Module):
+    """GELU, tanh approximation (as GPT-2):
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), fused by ``F.gelu``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: expand 4x, GELU, project back."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
+            GELU(),
+            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(norm1(x)), then x + ff(norm2(x)), dropout on each branch."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+            impl=cfg.attention,
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer_idx, allowed))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+class GPTModel(nn.Module):
+    """GPT: token + position embeddings, ``n_layers`` transformer blocks, final norm, head."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+        if cfg.init == "gpt2":
+            self.reset_parameters_gpt2()
+
+    @torch.no_grad()
+    def reset_parameters_gpt2(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the projections that add
+        into the residual stream scaled by 1/sqrt(2 * n_layers) so its variance stays bounded."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for block in self.trf_blocks:
+            nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.ff.layers[2].weight, mean=0.0, std=residual_std)
+
+    def forward(
+        self,
+        in_idx: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        last_token_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids ``in_idx`` (B, T).
+
+        attention_mask: (B, S) 1 for real tokens, 0 for padding, over all S = cached + new
+        positions (left-padded batches). position_ids: (B, T), defaults to consecutive positions
+        after the cached ones. kv_cache: reads past keys/values and appends the new ones.
+        last_token_only: compute logits for the last position only (generation).
+        """
+        b, t = in_idx.shape
+        past = kv_cache.pos if kv_cache is not None else 0
+        if past + t > self.cfg.context_length:
+            raise ConfigError(
+                f"sequence of {past + t} tokens exceeds the model's context_length "
+                f"({self.cfg.context_length}); keep only the last {self.cfg.context_length} tokens"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=in_idx.device)
+        x = self.tok_emb(in_idx) + self.pos_emb(position_ids)  # (B, T, E)
+        x = self.drop_emb(x)
+
+        allowed = None
+        if attention_mask is not None:
+            allowed = self._allowed(attention_mask, t, past)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, kv_cache, i, allowed)
+        if kv_cache is not None:
+            kv_cache.advance(t)
+
+        if last_token_only:
+            x = x[:, -1:, :]
+        x = self.final_norm(x)
+        return self.out_head(x)  # (B, T, vocab)
+
+    def _allowed(self, attention_mask: torch.Tensor, t: int, past: int) -> torch.Tensor:
+        """(B, 1, T, S) bool: causal AND key is not padding. Each query may always see itself,
+        so rows of padding queries are never empty (their outputs are ignored anyway)."""
+        s = past + t
+        if attention_mask.shape[-1] != s:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}")
+        mask = self.trf_blocks[0].att.mask
+        causal = ~mask[past:s, :s]  # (T, S)
+        allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+        idx = torch.arange(t, device=allowed.device)
+        allowed[:, :, idx, past + idx] = True
+        return allowed
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def num_parameters(self, exclude_head: bool = False) -> int:
+        """Unique parameters (a tied head counts once); ``exclude_head`` drops the head's."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_head and not self.cfg.tie_weights:
+            n -= self.out_head.weight.numel()
+        return n
