@@ -17,6 +17,13 @@ from scratchgpt.errors import ScratchGPTError
 
 # Order here is the order in `scratchgpt --help`: the pipeline, left to right.
 COMMAND_MODULES = [
+    "scratchgpt.cli.tokenize",
+    "scratchgpt.cli.train_tokenizer",
+    "scratchgpt.cli.pretrain",
+    "scratchgpt.cli.plot",
+    "scratchgpt.cli.generate",
+    "scratchgpt.cli.download",
+    "scratchgpt.cli.info",
 ]
 
 

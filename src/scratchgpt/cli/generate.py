@@ -1,0 +1,137 @@
+"""`scratchgpt generate`: continue a prompt with a checkpoint, or with a random model of a preset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from scratchgpt.config import PRESETS
+
+# The book seeds its random models with 123; a preset model without --seed uses it too, so the
+# command prints the same text every time.
+DEFAULT_PRESET_SEED = 123
+GPT2_VOCAB_SIZE = 50257
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a text prompt",
+        description=(
+            "Continue a prompt with a trained checkpoint (--checkpoint DIR: a scratchgpt checkpoint "
+            "or a Hugging Face GPT-2 folder) or a randomly initialised model (--preset NAME). "
+            "Greedy by default; --temperature > 0 samples (top-k, then temperature, then top-p)."
+        ),
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder to load")
+    source.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"random model of this preset ({', '.join(PRESETS)}), weights seeded by --seed",
+    )
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="default: 50")
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples"
+    )
+    p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K likeliest")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: keep mass P")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed for sampling (and a preset's weights, default {DEFAULT_PRESET_SEED})",
+    )
+    p.add_argument(
+        "--stop",
+        nargs="+",
+        action="extend",
+        metavar="STR",
+        help="stop when the continuation contains one of these strings (not printed)",
+    )
+    p.add_argument(
+        "--no-eos",
+        action="store_true",
+        help="keep going past <|endoftext|> (by default generation stops there)",
+    )
+    p.add_argument("--stream", action="store_true", help="print text as tokens arrive")
+    p.add_argument(
+        "--no-echo", action="store_true", help="print only the continuation, not the prompt"
+    )
+    p.add_argument("--context-size", type=int, metavar="N", help="default: the model's context")
+    p.add_argument(
+        "--no-cache", action="store_true", help="re-run the whole window each step (slow)"
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="default: fp32")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(model in eval mode on the requested device/dtype, tokenizer)."""
+    import torch
+
+    from scratchgpt.errors import CheckpointError, ConfigError
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    if args.checkpoint is not None:
+        from scratchgpt.checkpoints import load_checkpoint
+
+        loaded = load_checkpoint(args.checkpoint, device=args.device, dtype=dtype)
+        tokenizer = loaded.tokenizer
+        if tokenizer is None:
+            if loaded.config.vocab_size != GPT2_VOCAB_SIZE:
+                raise CheckpointError(
+                    f"{loaded.path}: the checkpoint has no tokenizer.json and its vocabulary "
+                    f"({loaded.config.vocab_size} ids) is not GPT-2's; save the checkpoint with "
+                    "its tokenizer"
+                )
+            from scratchgpt.tokenizers import get_tokenizer
+
+            tokenizer = get_tokenizer("gpt2")  # the vocabulary size says it is GPT-2's
+        return loaded.model.eval(), tokenizer
+
+    from scratchgpt.config import GPTConfig
+    from scratchgpt.model import GPTModel
+    from scratchgpt.tokenizers import get_tokenizer
+
+    cfg = GPTConfig.from_preset(args.preset)
+    torch.manual_seed(DEFAULT_PRESET_SEED if args.seed is None else args.seed)
+    model = GPTModel(cfg).to(device=args.device, dtype=dtype).eval()
+    return model, get_tokenizer("gpt2")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchgpt.generation import generate_text, stream_generate
+
+    model, tokenizer = _load(args)
+    options: dict[str, Any] = dict(
+        max_new_tokens=args.max_new_tokens,
+        context_size=args.context_size,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        use_cache=not args.no_cache,
+        stop_strings=args.stop,
+        seed=args.seed,
+    )
+    if args.no_eos:
+        options["eos_id"] = None
+    out = sys.stdout
+    if args.stream:
+        pieces = stream_generate(model, tokenizer, args.prompt, **options)
+        if not args.no_echo:
+            out.write(args.prompt)
+            out.flush()
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+    else:
+        text = generate_text(model, tokenizer, args.prompt, **options)
+        out.write(("" if args.no_echo else args.prompt) + text + "\n")
+    out.flush()
+    return 0

@@ -1,0 +1,56 @@
+"""The one training engine: loop, schedules, checkpoints with exact resume, logs and plots.
+
+Names are imported lazily so that the CLI can read the config dataclasses (to build its flags)
+without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "DataConfig": "config",
+    "ModelSpec": "config",
+    "RunConfig": "config",
+    "list_presets": "config",
+    "LRSchedule": "schedules",
+    "Task": "task",
+    "train": "loop",
+    "TrainResult": "loop",
+    "TrainingDivergedError": "loop",
+    "prepare_run_dir": "loop",
+    "build_optimizer": "loop",
+    "resolve_checkpoint": "state",
+    "plot_run": "plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from scratchgpt.training.config import DataConfig, ModelSpec, RunConfig, TrainConfig, list_presets
+    from scratchgpt.training.loop import (
+        TrainingDivergedError,
+        TrainResult,
+        build_optimizer,
+        prepare_run_dir,
+        train,
+    )
+    from scratchgpt.training.plots import plot_run
+    from scratchgpt.training.schedules import LRSchedule
+    from scratchgpt.training.state import resolve_checkpoint
+    from scratchgpt.training.task import Task
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scratchgpt.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"scratchgpt.training.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

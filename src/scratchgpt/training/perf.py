@@ -1,0 +1,66 @@
+"""Hardware throughput for MFU estimates: the device's matmul peak, measured or from a table."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) of common GPUs, by name fragment.
+GPU_BF16_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 125.0,
+    "L4": 121.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
+
+
+def measure_matmul_tflops(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    n: int | None = None,
+    seconds: float = 0.5,
+) -> float:
+    """Achieved TFLOP/s of an ``n x n @ n x n`` matmul, the practical peak of this device."""
+    device = torch.device(device)
+    if n is None:
+        n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.mm(a, b)  # warm-up (kernel selection, page faults)
+    sync()
+    reps, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while elapsed < seconds or reps < 2:
+        torch.mm(a, b)
+        reps += 1
+        sync()
+        elapsed = time.perf_counter() - start
+    return 2 * n**3 * reps / elapsed / 1e12
+
+
+def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """(peak TFLOP/s, where the number comes from) for MFU: a datasheet value for known GPUs in
+    bf16, else a short matmul measurement. Measuring draws no numbers from the global RNG state
+    that training uses (it is saved and restored)."""
+    if device.type == "cuda" and dtype == torch.bfloat16:
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_BF16_PEAK_TFLOPS.items():
+            if key in name:
+                return value, f"{name} datasheet bf16"
+    state = torch.get_rng_state()
+    try:
+        value = measure_matmul_tflops(device, dtype)
+    finally:
+        torch.set_rng_state(state)
+    kind = "bf16" if dtype == torch.bfloat16 else "fp32"
+    return value, f"measured {kind} matmul"

@@ -1,0 +1,354 @@
+"""Training checkpoints: folder layout, atomic save, retention, resume discovery, RNG states.
+
+A run folder keeps its checkpoints under ``checkpoints/``::
+
+    checkpoints/
+      step-000100/            a complete model folder (scratchgpt.checkpoints.save_checkpoint:
+        model.safetensors     model.safetensors, config.json, tokenizer.json, scratchgpt.json)
+        config.json           plus the training files:
+        tokenizer.json
+        scratchgpt.json
+        train_config.json     the full resolved run config
+        training_state.pt     optimizer, schedule, step, epoch, position in the data order,
+                              RNG states (python, numpy, torch CPU, CUDA), best validation loss
+      latest                  a text file naming the newest complete folder
+      best                    a text file naming the folder with the lowest validation loss
+
+A checkpoint is built in a hidden ``.tmp-step-...`` folder, every file fsynced, then renamed into
+place; only then is ``latest`` rewritten (atomically). A crash at any moment therefore leaves
+either the old state or the new one, never a folder that looks complete but is not. Resuming
+takes the newest folder that loads; a corrupt one is skipped with a warning saying what is
+wrong. ``training_state.pt`` holds plain tensors, numbers, strings, lists and dicts only and is
+read with ``torch.load(weights_only=True)``: loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scratchgpt.config import GPTConfig
+from scratchgpt.errors import CheckpointError, ConfigError, DataError
+from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text, read_json, read_text
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "training_state.pt"
+TRAIN_CONFIG_FILE = "train_config.json"
+LATEST_FILE = "latest"
+BEST_FILE = "best"
+STATE_FORMAT = "scratchgpt-training-state"
+STATE_VERSION = 1
+REQUIRED_FILES = ("model.safetensors", "config.json", TRAIN_CONFIG_FILE, STATE_FILE)
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint belongs to a different model than the one being trained."""
+
+
+def step_dirname(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def checkpoint_step(path: PathLike) -> int | None:
+    """The step encoded in a checkpoint folder's name, or None if it is not one."""
+    m = _STEP_DIR.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(ckpt_root: PathLike) -> list[Path]:
+    """Step folders under ``ckpt_root``, oldest first (temporary folders excluded)."""
+    root = Path(ckpt_root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p) or 0)
+
+
+def _read_pointer(ckpt_root: Path, name: str) -> Path | None:
+    p = ckpt_root / name
+    if not p.is_file():
+        return None
+    target = read_text(p, errors="replace").strip()
+    if not target or "/" in target or "\\" in target or target.startswith("."):
+        return None
+    return ckpt_root / target
+
+
+def resolve_checkpoint(path: PathLike, which: str = LATEST_FILE) -> Path:
+    """A checkpoint folder from a run folder, a ``checkpoints`` folder, a ``latest``/``best``
+    pointer file, or a checkpoint folder itself."""
+    p = Path(path)
+    if p.is_file() and p.name in (LATEST_FILE, BEST_FILE):
+        target = _read_pointer(p.parent, p.name)
+        if target is None:
+            raise CheckpointError(f"{p}: does not name a checkpoint folder")
+        return target
+    if (p / "model.safetensors").is_file():
+        return p
+    for root in (p / CHECKPOINTS_DIR, p):
+        target = _read_pointer(root, which)
+        if target is not None:
+            return target
+    raise CheckpointError(
+        f"{p}: no checkpoint found (expected a checkpoint folder, or a run folder with "
+        f"{CHECKPOINTS_DIR}/{which})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global RNG the loop can touch, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``capture_rng_state``."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        if len(cuda) != torch.cuda.device_count():
+            warnings.warn(
+                f"the checkpoint has CUDA RNG states for {len(cuda)} device(s), this machine has "
+                f"{torch.cuda.device_count()}; CUDA random numbers will differ from the original run",
+                stacklevel=2,
+            )
+        else:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temporary(ckpt_root: PathLike) -> None:
+    """Delete leftovers of checkpoints whose writing was interrupted."""
+    root = Path(ckpt_root)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".tmp-") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def save_training_checkpoint(
+    ckpt_root: PathLike,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    training_state: dict[str, Any],
+    run_config: dict[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` atomically and point ``latest`` at it."""
+    from scratchgpt.checkpoints import save_checkpoint
+
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = step_dirname(step)
+    tmp = root / f".tmp-{name}"
+    final = root / name
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        save_checkpoint(tmp, model, tokenizer, metadata=metadata, overwrite=False)
+        atomic_write_json(tmp / TRAIN_CONFIG_FILE, run_config)
+        state = {"format": STATE_FORMAT, "version": STATE_VERSION, **training_state}
+        torch.save(state, tmp / STATE_FILE)
+        _fsync_tree(tmp)
+        if final.exists():
+            # Only a folder that failed to load when the run resumed can be here: replace it.
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST_FILE, name + "\n")
+    return final
+
+
+def set_best(ckpt_root: PathLike, checkpoint: PathLike) -> None:
+    atomic_write_text(Path(ckpt_root) / BEST_FILE, Path(checkpoint).name + "\n")
+
+
+def prune_checkpoints(ckpt_root: PathLike, keep_last: int, keep_best: bool) -> list[Path]:
+    """Delete step folders other than the newest ``keep_last``, ``latest`` and (optionally)
+    ``best``; returns the deleted paths."""
+    root = Path(ckpt_root)
+    folders = list_checkpoints(root)
+    keep = {p.name for p in folders[-keep_last:]} if keep_last > 0 else set()
+    latest = _read_pointer(root, LATEST_FILE)
+    if latest is not None:
+        keep.add(latest.name)
+    best = _read_pointer(root, BEST_FILE)
+    if keep_best and best is not None:
+        keep.add(best.name)
+    removed = []
+    for p in folders:
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if best is not None and not best.exists():
+        (root / BEST_FILE).unlink(missing_ok=True)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _config_mismatch(saved: GPTConfig, current: GPTConfig) -> list[str]:
+    # The attention implementation changes no weights, so a run may switch it on resume.
+    ignore = {"attention"}
+    a, b = saved.to_dict(), current.to_dict()
+    return [f"{k}: checkpoint {a[k]!r}, this run {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[str, Any]:
+    """Read and validate a checkpoint without touching any model: weights, state, configs.
+
+    Raises CheckpointMismatchError when it belongs to another model config, CheckpointError
+    when it is incomplete or corrupt (each message names the file and the problem).
+    """
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    missing = [name for name in REQUIRED_FILES if not (p / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{p}: incomplete checkpoint, missing {', '.join(missing)}")
+    try:
+        saved = GPTConfig.load(p / "config.json")
+    except (ConfigError, DataError) as e:
+        raise CheckpointError(f"{p / 'config.json'}: unreadable model config: {e}") from None
+    diffs = _config_mismatch(saved, model_config)
+    if diffs:
+        raise CheckpointMismatchError(
+            f"{p} was trained with a different model config ({'; '.join(diffs)}); resume with the "
+            "same model settings, or start a new run in another folder"
+        )
+    try:
+        weights = load_file(str(p / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{p / 'model.safetensors'}: corrupt or truncated ({e})") from None
+    try:
+        state = torch.load(p / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle opcodes, disallowed globals
+        raise CheckpointError(f"{p / STATE_FILE}: corrupt or truncated ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{p / STATE_FILE}: not a scratchgpt training state")
+    if state.get("version") != STATE_VERSION:
+        raise CheckpointError(
+            f"{p / STATE_FILE}: training-state version {state.get('version')!r}, this scratchgpt "
+            f"reads version {STATE_VERSION}"
+        )
+    for key in ("step", "epoch", "batch_in_epoch", "tokens_seen", "optimizer", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{p / STATE_FILE}: field {key!r} is missing")
+    try:
+        run_config = read_json(p / TRAIN_CONFIG_FILE)
+    except DataError as e:
+        raise CheckpointError(str(e)) from None
+    return {"path": p, "weights": weights, "state": state, "run_config": run_config}
+
+
+def load_weights_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: PathLike) -> None:
+    """Copy a checkpoint's tensors into ``model``; a tied head may be absent from the file."""
+    own = model.state_dict()
+    tied = getattr(getattr(model, "cfg", None), "tie_weights", False)
+    missing = [k for k in own if k not in weights and not (tied and k == "out_head.weight")]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the model (missing: {missing[:5]}, unexpected: "
+            f"{unexpected[:5]})"
+        )
+    for k, t in weights.items():
+        if own[k].shape != t.shape:
+            raise CheckpointError(
+                f"{source}: tensor {k} has shape {tuple(t.shape)}, the model expects {tuple(own[k].shape)}"
+            )
+    with torch.no_grad():
+        for k, t in weights.items():
+            own[k].copy_(t)
+
+
+def find_resume_checkpoint(ckpt_root: PathLike, model_config: GPTConfig) -> dict[str, Any] | None:
+    """The newest checkpoint under ``ckpt_root`` that loads (``latest`` first, then by step).
+
+    Corrupt or partial folders are skipped with a warning; a folder from another model config
+    stops the search with CheckpointMismatchError. None when there is no usable checkpoint.
+    """
+    root = Path(ckpt_root)
+    candidates: list[Path] = []
+    latest = _read_pointer(root, LATEST_FILE)
+    if latest is not None and latest.is_dir():
+        candidates.append(latest)
+    elif (root / LATEST_FILE).exists():
+        warnings.warn(f"{root / LATEST_FILE} names no existing checkpoint folder; searching", stacklevel=2)
+    for p in reversed(list_checkpoints(root)):
+        if p not in candidates:
+            candidates.append(p)
+    # Never prefer an older folder over a newer complete one just because `latest` lagged.
+    candidates.sort(key=lambda p: checkpoint_step(p) or 0, reverse=True)
+    for p in candidates:
+        try:
+            return read_training_checkpoint(p, model_config)
+        except CheckpointMismatchError:
+            raise
+        except CheckpointError as e:
+            warnings.warn(f"skipping checkpoint {p.name}: {e}", stacklevel=2)
+    return None

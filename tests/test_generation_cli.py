@@ -1,0 +1,115 @@
+"""`scratchgpt generate` end to end, with tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scratchgpt.checkpoints import save_checkpoint
+from scratchgpt.cli import main
+from scratchgpt.config import GPTConfig
+from scratchgpt.generation import generate_text
+from scratchgpt.model import GPTModel
+from scratchgpt.tokenizers import get_tokenizer
+
+PROMPT = "Every effort moves you"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["generate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return get_tokenizer("gpt2")
+
+
+def preset_model(seed: int = 123) -> GPTModel:
+    torch.manual_seed(seed)
+    return GPTModel(GPTConfig.from_preset("tiny")).eval()
+
+
+def test_preset_greedy_matches_python_api(capsys, tok):
+    code, out, _ = run_cli(capsys, "--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "8")
+    assert code == 0
+    expected = generate_text(preset_model(), tok, PROMPT, 8)
+    assert len(expected) > 0
+    assert out == PROMPT + expected + "\n"
+
+
+def test_stream_no_echo_and_sampling_options(capsys, tok):
+    args = ["--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "12", "--seed", "4"]
+    args += ["--temperature", "1.2", "--top-k", "50", "--top-p", "0.95", "--no-echo"]
+    code, streamed, _ = run_cli(capsys, *args, "--stream")
+    assert code == 0
+    code, plain, _ = run_cli(capsys, *args)
+    assert code == 0
+    expected = generate_text(
+        preset_model(4), tok, PROMPT, 12, temperature=1.2, top_k=50, top_p=0.95, seed=4
+    )
+    assert streamed == plain == expected + "\n"
+
+
+def test_stop_string_cuts_output(capsys, tok):
+    base = ["--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "10", "--no-echo"]
+    _, full, _ = run_cli(capsys, *base)
+    stop = full.strip()[3:6]  # a piece of the greedy continuation
+    code, out, _ = run_cli(capsys, *base, "--stop", stop, "--stream")
+    assert code == 0
+    assert out == full[: full.index(stop)] + "\n"
+
+
+def test_checkpoint_folder(capsys, tmp_path, tok):
+    model = preset_model(7)
+    save_checkpoint(tmp_path / "ckpt", model, tok)
+    save_checkpoint(tmp_path / "no-tok", model)  # GPT-2 vocabulary size: GPT-2 tokenizer assumed
+    expected = PROMPT + generate_text(model, tok, PROMPT, 6) + "\n"
+    for folder in ("ckpt", "no-tok"):
+        code, out, _ = run_cli(
+            capsys,
+            "--checkpoint",
+            str(tmp_path / folder),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "6",
+        )
+        assert code == 0
+        assert out == expected
+
+
+def test_bf16(capsys):
+    code, out, _ = run_cli(
+        capsys, "--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "4", "--dtype", "bf16"
+    )
+    assert code == 0
+    assert out.startswith(PROMPT) and len(out) > len(PROMPT) + 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "tiny", "--top-p", "2"], "top_p must be in (0, 1]"),
+        (["--preset", "tiny", "--max-new-tokens", "-3"], "max_new_tokens"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--checkpoint", "/nonexistent/ckpt"], "nonexistent"),
+    ],
+)
+def test_errors_without_traceback(capsys, args, message):
+    code, out, err = run_cli(capsys, *args, "--prompt", PROMPT)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert out == ""
+
+
+def test_empty_prompt_error(capsys):
+    code, _, err = run_cli(capsys, "--preset", "tiny", "--prompt", "")
+    assert code == 2 and "empty prompt" in err
+
+
+def test_cuda_unavailable(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(capsys, "--preset", "tiny", "--prompt", PROMPT, "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err
