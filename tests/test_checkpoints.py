@@ -390,6 +390,26 @@ def test_info_checkpoint_reads_config_only(tmp_path, capsys):
     assert '"task": "classifier"' in text and f"tokenizer: char, {tok.vocab_size} tokens" in text
 
 
+def test_info_hf_folder(tmp_path, capsys):
+    from scratchgpt.interop import save_hf_gpt2
+
+    model = make_model(tie_weights=True, qkv_bias=True)
+    save_hf_gpt2(model, tmp_path / "hf")
+    assert main(["info", "--checkpoint", str(tmp_path / "hf"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "hf-gpt2"
+    assert info["config"] == {**model.cfg.to_dict(), "attention": "sdpa", "init": "gpt2"}
+    assert info["tokenizer"] == {"name": "gpt2", "file": None}
+
+
+def test_load_hf_gpt2_refuses_our_folders(tmp_path):
+    from scratchgpt.interop import load_hf_gpt2
+
+    save_checkpoint(tmp_path / "ck", make_model())
+    with pytest.raises(CheckpointError, match=r"not a Hugging Face config.*use .*load_checkpoint"):
+        load_hf_gpt2(tmp_path / "ck")
+
+
 def test_info_errors(tmp_path, capsys):
     assert main(["info", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
@@ -397,3 +417,76 @@ def test_info_errors(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["info"])
+
+
+# --------------------------------------------------------------------------------------------
+# Peak memory while loading (Linux: the kernel's resettable peak-RSS counter)
+# --------------------------------------------------------------------------------------------
+
+_MEASURE = """
+import gc, sys, torch
+from pathlib import Path
+from scratchgpt.checkpoints import load_checkpoint
+from scratchgpt.interop import load_hf_gpt2
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+root = Path(sys.argv[1])
+loaders = {"ours": lambda p: load_checkpoint(p).model, "hf": load_hf_gpt2,
+           "bf16": lambda p: load_checkpoint(p, dtype=torch.bfloat16).model}
+for kind, load in loaders.items():
+    folder = "hf" if kind == "hf" else "ours"
+    load(root / f"warm{folder}")  # imports and allocator warm-up are not what we measure
+    gc.collect()
+    before = status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    model = load(root / folder)
+    sum(float(p.float().sum()) for p in model.parameters())  # touch every page of every weight
+    print(kind, status("VmHWM") - before)
+    del model
+    gc.collect()
+"""
+
+
+def _peak_rss_resettable() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "VmHWM" in Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or not _peak_rss_resettable(), reason="needs Linux peak-RSS reset")
+def test_loading_does_not_hold_two_copies(tmp_path):
+    import subprocess
+
+    from scratchgpt.interop import save_hf_gpt2
+
+    cfg = GPTConfig(vocab_size=1000, context_length=128, emb_dim=256, n_heads=4, n_layers=16, qkv_bias=True)
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.fill_(0.001 * i)
+    save_checkpoint(tmp_path / "ours", model)
+    save_hf_gpt2(model, tmp_path / "hf")
+    tiny = GPTModel(GPTConfig.from_preset("tiny", qkv_bias=True))
+    save_checkpoint(tmp_path / "warmours", tiny)
+    save_hf_gpt2(tiny, tmp_path / "warmhf")
+    size = (tmp_path / "ours" / "model.safetensors").stat().st_size  # ~57 MB
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    peak = {kind: int(n) / size for kind, n in (line.split() for line in out.stdout.splitlines())}
+    # Two copies would be ~2x; one copy plus bookkeeping and one tensor in flight is ~1x
+    # (~0.5x in bf16). The Hugging Face layout is transposed tensor by tensor.
+    assert peak["ours"] < 1.3, peak
+    assert peak["hf"] < 1.3, peak
+    assert peak["bf16"] < 0.8, peak

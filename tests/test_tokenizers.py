@@ -316,3 +316,15 @@ def test_bpe_vocabulary_lookups(small_bpe: BPETokenizer) -> None:
     assert tok.token_to_id(tok.id_to_token(some)) == some
     assert tok.id_to_token(399) == EOT and tok.token_to_id(EOT) == 399
     assert tok.to_config() == {"name": "bpe", "vocab_size": 400}
+
+
+def test_decode_accepts_numpy_and_torch_integers(verdict: str, small_bpe: BPETokenizer) -> None:
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    for tok in all_tokenizers(verdict, small_bpe):
+        ids = tok.encode("I had always thought")
+        expected = tok.decode(ids)
+        assert tok.decode(np.array(ids)) == expected, tok
+        assert tok.decode(torch.tensor(ids)) == expected, tok
+        with pytest.raises(TokenizerError, match="position 1"):
+            tok.decode([ids[0], 1.5])

@@ -185,3 +185,23 @@ def test_non_utf8_corpus_names_the_byte_offset(tmp_path: Path) -> None:
         assert "--encoding-errors replace" in str(e.value)
     tok = train_bpe([path], 300, encoding_errors="replace")
     assert "caf\ufffd" in tok.decode(tok.encode("caf\ufffd"))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_streaming_with_a_pattern_that_skips_text(tmp_path: Path, chunk_size: int) -> None:
+    # r"\w+" drops spaces and punctuation, so pre-tokens do not tile the text.
+    text = "alpha beta, gamma; alphabet betamax!! gamma-ray " * 20
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    whole = train_bpe(text, 300, pattern=r"\w+")
+    streamed = train_bpe([path], 300, pattern=r"\w+", chunk_size=chunk_size)
+    assert streamed.merges == whole.merges
+    assert streamed.training_info == whole.training_info
+    # Text the pattern skips is dropped: such a tokenizer is not lossless.
+    assert whole.encode("alpha beta") == whole.encode("alpha") + whole.encode("beta")
+    assert whole.decode(whole.encode("alpha beta")) == "alphabeta"
+
+
+def test_pattern_with_capturing_groups_is_refused() -> None:
+    with pytest.raises(TokenizerError, match=r"capturing groups; write them as \(\?:"):
+        train_bpe("some text", 300, pattern=r"(\w+)")

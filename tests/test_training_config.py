@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -26,7 +27,11 @@ def test_presets_load_and_match_the_book_settings():
     cfg = RunConfig.preset("book-ch5")
     # Book chapter 5: GPT-2 small with a 256 context, AdamW(lr=4e-4, wd=0.1), 10 epochs,
     # batch 2, windows of 256 every 256 tokens, 90/10 split, eval every 5 steps over 5 batches.
-    assert (cfg.model.preset, cfg.model.context_length, cfg.model.qkv_bias) == ("gpt2-small", 256, False)
+    assert (cfg.model.preset, cfg.model.context_length, cfg.model.qkv_bias) == (
+        "gpt2-small",
+        256,
+        False,
+    )
     assert (cfg.data.max_length, cfg.data.stride, cfg.data.train_ratio) == (256, 256, 0.9)
     t = cfg.train
     assert (t.lr, t.weight_decay, t.max_epochs, t.batch_size) == (4e-4, 0.1, 10, 2)
@@ -61,7 +66,10 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
         ("trian:\n  lr: 0.1\n", r"unknown section\(s\) \['trian'\]"),
         ("train:\n  batch_size: two\n", "train.batch_size must be an integer, got 'two'"),
         ("train:\n  batch_size: 0\n", "train.batch_size must be >= 1"),
-        ("train:\n  precision: fp8\n", r"train.precision must be one of \['fp32', 'bf16', 'auto'\]"),
+        (
+            "train:\n  precision: fp8\n",
+            r"train.precision must be one of \['fp32', 'bf16', 'auto'\]",
+        ),
         ("train:\n  lr: -1\n", "train.lr must be > 0"),
         ("train:\n  lr: 0.001\n  min_lr: 0.01\n", "min_lr .* must not exceed"),
         ("train:\n  shuffle: maybe\n", "train.shuffle must be true or false"),
@@ -88,9 +96,25 @@ def test_every_field_has_a_flag_and_flags_override_preset_and_file(tmp_path):
             assert f"cfg__{section}__{f.name}" in dests, f"no flag for {section}.{f.name}"
     (tmp_path / "c.yaml").write_text("train:\n  lr: 0.002\n  batch_size: 8\n")
     args = parser.parse_args(
-        ["pretrain", "--preset", "char-small", "--config", str(tmp_path / "c.yaml"), "--out",
-         str(tmp_path / "run"), "--batch-size", "4", "--no-shuffle", "--max-tokens", "none",
-         "--model", "tiny", "--data", "file.txt", "--qkv-bias"]
+        [
+            "pretrain",
+            "--preset",
+            "char-small",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--batch-size",
+            "4",
+            "--no-shuffle",
+            "--max-tokens",
+            "none",
+            "--model",
+            "tiny",
+            "--data",
+            "file.txt",
+            "--qkv-bias",
+        ]
     )
     cfg = resolve_run_config(args)
     assert cfg.train.lr == 0.002  # from the file
@@ -101,12 +125,12 @@ def test_every_field_has_a_flag_and_flags_override_preset_and_file(tmp_path):
 
 
 def test_train_config_checks():
-    with pytest.raises(ConfigError, match="train.grad_accum_steps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"train\.grad_accum_steps must be >= 1"):
         TrainConfig(grad_accum_steps=0)
-    with pytest.raises(ConfigError, match="train.max_steps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"train\.max_steps must be >= 1"):
         TrainConfig(max_steps=0)
     assert not TrainConfig().has_stop and TrainConfig(max_tokens=10).has_stop
-    with pytest.raises(ConfigError, match="data.stride must be >= 1"):
+    with pytest.raises(ConfigError, match=r"data\.stride must be >= 1"):
         DataConfig(stride=0)
 
 
@@ -127,11 +151,13 @@ def test_cosine_schedule_equals_appendix_d():
         assert sched(step) == pytest.approx(expected, rel=1e-12)
     assert sched(0) == init
     assert sched(warm) == pytest.approx(peak)
-    assert sched(total) == pytest.approx(0.1 * init) and sched(total + 50) == pytest.approx(0.1 * init)
+    assert sched(total) == pytest.approx(0.1 * init) and sched(total + 50) == pytest.approx(
+        0.1 * init
+    )
     # The warm-up rises strictly, the decay falls monotonically.
     lrs = [sched(s) for s in range(total + 1)]
-    assert all(a < b for a, b in zip(lrs[:warm], lrs[1 : warm + 1]))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))
+    assert all(a < b for a, b in itertools.pairwise(lrs[: warm + 1]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[warm:]))
 
 
 def test_constant_schedule_and_errors():

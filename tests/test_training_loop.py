@@ -38,21 +38,57 @@ TEXT = (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models run fastest on one thread, and other test processes share this machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def char_config(text_path, **train):
     base = {
-        "batch_size": 4, "max_steps": 12, "lr": 3e-3, "schedule": "cosine", "warmup_steps": 3,
-        "min_lr": 1e-4, "grad_clip": 1.0, "eval_interval": 4, "eval_batches": 2,
-        "sample_tokens": 0, "sample_prompt": "Jack", "progress": False, "plot": False, "precision": "fp32",
-        "checkpoint_interval": 3, "keep_last": 10, "seed": 7, "peak_tflops": 1.0,
+        "batch_size": 4,
+        "max_steps": 12,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "warmup_steps": 3,
+        "min_lr": 1e-4,
+        "grad_clip": 1.0,
+        "eval_interval": 4,
+        "eval_batches": 2,
+        "sample_tokens": 0,
+        "sample_prompt": "Jack",
+        "progress": False,
+        "plot": False,
+        "precision": "fp32",
+        "checkpoint_interval": 3,
+        "keep_last": 10,
+        "seed": 7,
+        "peak_tflops": 1.0,
     }
     base.update(train)
-    return RunConfig.from_dict({
-        "model": {"preset": "tiny", "context_length": 16, "emb_dim": 16, "n_heads": 2,
-                  "n_layers": 2, "drop_rate": 0.1},
-        "data": {"source": str(text_path), "tokenizer": "char", "max_length": 16, "stride": 16,
-                 "train_ratio": 0.8},
-        "train": base,
-    })
+    return RunConfig.from_dict(
+        {
+            "model": {
+                "preset": "tiny",
+                "context_length": 16,
+                "emb_dim": 16,
+                "n_heads": 2,
+                "n_layers": 2,
+                "drop_rate": 0.1,
+            },
+            "data": {
+                "source": str(text_path),
+                "tokenizer": "char",
+                "max_length": 16,
+                "stride": 16,
+                "train_ratio": 0.8,
+            },
+            "train": base,
+        }
+    )
 
 
 @pytest.fixture
@@ -124,7 +160,9 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, full_run)
     (ckpts / "latest").write_text("step-000009\n")
     state = ckpts / "step-000009" / st.STATE_FILE
     state.write_bytes(state.read_bytes()[:1000])  # truncated
-    with pytest.warns(UserWarning, match=r"skipping checkpoint step-000009: .*training_state.pt: corrupt"):
+    with pytest.warns(
+        UserWarning, match=r"skipping checkpoint step-000009: .*training_state.pt: corrupt"
+    ):
         result = pretrain(RunConfig.load(crashed / "config.yaml"), crashed, resume=True)
     assert result.steps == 12 and losses(crashed) == losses(full_run)
 
@@ -146,7 +184,9 @@ def test_training_state_never_unpickles_objects(tmp_path, full_run):
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, text_file, full_run):
     cfg = char_config(text_file).with_overrides({"model.n_layers": 3})
-    with pytest.raises(CheckpointError, match=r"different model config \(n_layers: checkpoint 2, this run 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"different model config \(n_layers: checkpoint 2, this run 3\)"
+    ):
         pretrain(cfg, full_run, resume=True)
 
 
@@ -200,22 +240,36 @@ def _train_weights(tmp_path, name, batch_size, k):
     model = GPTModel(cfg)
     data = SlidingWindowDataset(_random_ids(), max_length=16, stride=8)
     tc = TrainConfig(
-        batch_size=batch_size, grad_accum_steps=k, max_steps=5, lr=1e-2, eval_interval=0,
-        eval_batches=1, progress=False, plot=False, sample_tokens=0, grad_clip=0.5, seed=3,
+        batch_size=batch_size,
+        grad_accum_steps=k,
+        max_steps=5,
+        lr=1e-2,
+        eval_interval=0,
+        eval_batches=1,
+        progress=False,
+        plot=False,
+        sample_tokens=0,
+        grad_clip=0.5,
+        seed=3,
+        peak_tflops=1.0,
     )
     run = prepare_run_dir(tmp_path / name)
     train(model, PretrainTask(), data, None, tc, run)
-    return model, losses(run)
+    return model, losses(run), losses(run, "grad_norm")
 
 
 def test_gradient_accumulation_equals_a_larger_batch(tmp_path):
-    big, big_losses = _train_weights(tmp_path, "big", batch_size=8, k=1)
-    acc, acc_losses = _train_weights(tmp_path, "acc", batch_size=2, k=4)
-    assert big_losses.keys() == acc_losses.keys()
+    big, big_losses, big_norms = _train_weights(tmp_path, "big", batch_size=8, k=1)
+    acc, acc_losses, acc_norms = _train_weights(tmp_path, "acc", batch_size=2, k=4)
+    assert big_losses.keys() == acc_losses.keys() == set(range(1, 6))
     for s in big_losses:
         assert acc_losses[s] == pytest.approx(big_losses[s], abs=1e-6)
+        # The gradient norm is a function of the whole accumulated gradient.
+        assert acc_norms[s] == pytest.approx(big_norms[s], rel=1e-5)
+    # Adam divides by sqrt(v), so float-rounding noise in near-zero gradient entries is
+    # magnified in the update: after five steps the weights agree to 1e-4, not 1e-6.
     for (name, a), b in zip(big.state_dict().items(), acc.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=name)
 
 
 def test_weight_decay_only_on_matrices():
@@ -225,21 +279,29 @@ def test_weight_decay_only_on_matrices():
         opt = build_optimizer(model, TrainConfig(weight_decay=0.1, decay_embeddings=decay_emb))
         decayed = {names[id(p)] for p in opt.param_groups[0]["params"]}
         plain = {names[id(p)] for p in opt.param_groups[1]["params"]}
-        assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0
+        assert (
+            opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0
+        )
         assert not decayed & plain and len(decayed) + len(plain) == len(names)
         assert all(n.endswith("weight") for n in decayed)
         assert "trf_blocks.0.att.W_query.bias" in plain and "final_norm.scale" in plain
         assert "trf_blocks.1.ff.layers.2.weight" in decayed
-        assert ("tok_emb.weight" in decayed) is decay_emb and ("pos_emb.weight" in decayed) is decay_emb
+        assert ("tok_emb.weight" in decayed) is decay_emb and (
+            "pos_emb.weight" in decayed
+        ) is decay_emb
 
 
 def test_data_order_is_a_function_of_seed_and_epoch():
     def order(seed, epoch, start=0):
-        return list(EpochBatchSampler(10, 3, shuffle=True, drop_last=True, seed=seed, epoch=epoch, start=start))
+        return list(
+            EpochBatchSampler(
+                10, 3, shuffle=True, drop_last=True, seed=seed, epoch=epoch, start=start
+            )
+        )
 
     assert order(1, 0) == order(1, 0) and order(1, 0) != order(1, 1) and order(1, 0) != order(2, 0)
     assert order(1, 2, start=1) == order(1, 2)[1:]
-    assert len(order(1, 0)) == 3 and sorted(sum(order(1, 0), [])) != list(range(10))
+    assert len(order(1, 0)) == 3 and sorted(i for b in order(1, 0) for i in b) != list(range(10))
 
 
 class NaNAfter(PretrainTask):
@@ -259,10 +321,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     tok = get_tokenizer("char", corpus="abcdefgh")
     model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=tok.vocab_size, context_length=16))
     data = SlidingWindowDataset(torch.arange(200) % 8, max_length=8, stride=8)
-    tc = TrainConfig(batch_size=2, max_steps=10, eval_interval=0, checkpoint_interval=2,
-                     progress=False, plot=False, sample_tokens=0)
+    tc = TrainConfig(
+        batch_size=2,
+        max_steps=10,
+        eval_interval=0,
+        checkpoint_interval=2,
+        progress=False,
+        plot=False,
+        sample_tokens=0,
+        peak_tflops=1.0,
+    )
     run = prepare_run_dir(tmp_path / "nan")
-    with pytest.raises(TrainingDivergedError, match=r"non-finite training loss \(nan\) at step 5 .*step-000004"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"non-finite training loss \(nan\) at step 5 .*step-000004"
+    ):
         train(model, NaNAfter(bad_call=5), data, None, tc, run, tokenizer=tok)
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-000004"
     assert max(losses(run)) == 4
@@ -271,7 +343,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_run_folder_protection(tmp_path):
     run = prepare_run_dir(tmp_path / "r")
     (run / "run.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
+    with pytest.raises(FileExistsError, match=r"--resume .* --overwrite"):
         prepare_run_dir(run)
     assert prepare_run_dir(run, resume=True) == run
     prepare_run_dir(run, overwrite=True)
@@ -285,8 +357,10 @@ def test_run_folder_protection(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-         or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+    not (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    ),
     reason="CPU without native bf16",
 )
 def test_bf16_autocast_trains_close_to_fp32(tmp_path, text_file, full_run):

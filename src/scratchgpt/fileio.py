@@ -50,6 +50,12 @@ def read_text(path: PathLike, errors: str = "strict") -> str:
     return decode_utf8(data, str(p), errors)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> Path:
     """Write `data` to `path` via a temporary file and an atomic rename."""
     p = Path(path)
@@ -58,6 +64,8 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> P
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -36,6 +36,7 @@ __all__ = [
     "TokenizerLike",
     "generate",
     "generate_text",
+    "optimize_for_decoding",
     "sample_next_token",
     "stream_generate",
 ]
@@ -86,6 +87,27 @@ def sample_next_token(
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def optimize_for_decoding(model: nn.Module) -> nn.Module:
+    """Store fp32 CPU weight matrices column-major, the layout CPU matrix-vector kernels read
+    fastest; returns ``model``. Values, shapes and parameter objects stay the same.
+
+    Batch-1 decoding reads every weight once per token, so its speed is the speed of
+    ``x @ W.T`` with one row in ``x``. MKL's kernel streams a weight stored (in, out) markedly
+    faster than nn.Linear's (out, in) (see docs/benchmarks.md); a weight whose storage is
+    (in, out) and is viewed transposed is exactly that, with nothing else changed. bf16 weights
+    are left alone: their kernel is faster in the default layout.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            w = module.weight
+            if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
+                # A head tied to the embedding is the same Parameter: the tie is kept, and the
+                # embedding lookup (one row per token) does not mind the layout.
+                w.data = w.data.t().contiguous().t()
+    return model
 
 
 # --------------------------------------------------------------------------------------------

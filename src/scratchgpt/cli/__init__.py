@@ -17,8 +17,10 @@ from scratchgpt.errors import ScratchGPTError
 
 # Order here is the order in `scratchgpt --help`: the pipeline, left to right.
 COMMAND_MODULES = [
+    "scratchgpt.cli.data",
     "scratchgpt.cli.tokenize",
     "scratchgpt.cli.train_tokenizer",
+    "scratchgpt.cli.prepare",
     "scratchgpt.cli.pretrain",
     "scratchgpt.cli.plot",
     "scratchgpt.cli.generate",

@@ -28,7 +28,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for f in dataclasses.fields(klass):
             base, optional = types[f.name]
             dest = f"cfg__{section}__{f.name}"
-            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+            kwargs: dict[str, Any] = {
+                "dest": dest,
+                "default": argparse.SUPPRESS,
+                "help": f.metadata["help"],
+            }
             if base is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
@@ -73,8 +77,12 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", choices=presets, help=f"run preset (default: {DEFAULT_PRESET})")
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON run config (applied over the preset)")
-    p.add_argument("--out", metavar="DIR", required=True, help="run folder (logs, checkpoints, plots)")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON run config (applied over the preset)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", required=True, help="run folder (logs, checkpoints, plots)"
+    )
     p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
     p.add_argument(
         "--resume",

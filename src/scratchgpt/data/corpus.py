@@ -15,12 +15,14 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,16 +162,25 @@ def _jsonl_pieces(path: Path, key: str, errors: str) -> Iterator[tuple[int, str,
             offset += len(raw)
 
 
+def _is_output(f: Path, out: Path) -> bool:
+    """Whether f lies in out_dir or in one of prepare's temporary folders next to it."""
+    r, o = f.resolve(), out.resolve()
+    if r.is_relative_to(o):
+        return True
+    return r.is_relative_to(o.parent) and r.relative_to(o.parent).parts[0].startswith(f".{o.name}.")
+
+
 def _collect_files(
-    inputs: Sequence[PathLike], glob: str, jsonl_field: str | None
+    inputs: Sequence[PathLike], glob: str, jsonl_field: str | None, out: Path
 ) -> list[tuple[Path, bool]]:
-    """Input files in order, each with whether it is JSONL."""
+    """Input files in order, each with whether it is JSONL (an earlier output is never input)."""
     files: list[tuple[Path, bool]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(
-                (f for f in p.rglob(glob) if f.is_file()), key=lambda f: f.relative_to(p).as_posix()
+                (f for f in p.rglob(glob) if f.is_file() and not _is_output(f, out)),
+                key=lambda f: f.relative_to(p).as_posix(),
             )
             if not found:
                 raise DataError(
@@ -337,7 +348,7 @@ def prepare(
                 f"{out} exists; refusing to overwrite it (pass overwrite=True, CLI: --overwrite)"
             )
         _check_replaceable(out)
-    files = _collect_files(inputs, glob, jsonl_field)
+    files = _collect_files(inputs, glob, jsonl_field, out)
     tok = resolve_tokenizer(tokenizer)
     vocab_size, eot_id, tok_config = _tokenizer_info(tok)
     dtype = dtype_for_vocab(vocab_size)
@@ -346,7 +357,7 @@ def prepare(
     num_workers = max(1, min(num_workers, -(-total_bytes // chunk_bytes)))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = _fresh_dir(out.parent, f".{out.name}.partial-")
     sinks = {s: _SplitSink(tmp, s, shard_tokens, vocab_size) for s in ("train", "val")}
     try:
         tok_file: str | None = None
@@ -423,6 +434,17 @@ def prepare(
     )
 
 
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new uniquely named folder (mkdtemp's would be private, 0700, not the usual umask)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+
+
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished folder into place (the old one, if replaced, is deleted after)."""
     old = None
@@ -430,7 +452,7 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise FileExistsError(f"{out} appeared while preparing; refusing to overwrite it")
         _check_replaceable(out)
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = _fresh_dir(out.parent, f".{out.name}.old-")
         os.replace(out, old / out.name)
     os.replace(tmp, out)
     if old is not None:
@@ -511,7 +533,7 @@ def _tokenize_all(
         done_docs += docs
         bar.update(nbytes)
         tokens = sinks["train"].tokens + sinks["val"].tokens
-        bar.set_postfix(docs=done_docs, tokens=tokens, refresh=False)
+        bar.set_postfix(docs=f"{done_docs:,}", tokens=f"{tokens:,}", refresh=False)
 
     try:
         if num_workers == 1:
@@ -520,17 +542,27 @@ def _tokenize_all(
                 consume(nbytes, splits, docs, _encode_items(items))
             return
         ctx = multiprocessing.get_context("spawn")  # same on every OS; no forked torch state
-        with ctx.Pool(num_workers, _init_worker, (spec, eot_id, dtype.str)) as pool:
+        # An executor (unlike multiprocessing.Pool) fails instead of hanging when a worker dies.
+        with ProcessPoolExecutor(num_workers, ctx, _init_worker, (spec, eot_id, dtype.str)) as ex:
             # A bounded window of work in flight keeps memory flat however large the corpus is.
-            inflight: deque[tuple[int, list[str], int, Any]] = deque()
-            for nbytes, items, splits, docs in batches():
-                inflight.append((nbytes, splits, docs, pool.apply_async(_encode_items, (items,))))
-                if len(inflight) >= 2 * num_workers:
-                    n, s, d, res = inflight.popleft()
-                    consume(n, s, d, res.get())
-            while inflight:
-                n, s, d, res = inflight.popleft()
-                consume(n, s, d, res.get())
+            inflight: deque[tuple[int, list[str], int, Future]] = deque()
+            try:
+                for nbytes, items, splits, docs in batches():
+                    inflight.append((nbytes, splits, docs, ex.submit(_encode_items, items)))
+                    if len(inflight) >= 2 * num_workers:
+                        n, s, d, fut = inflight.popleft()
+                        consume(n, s, d, fut.result())
+                while inflight:
+                    n, s, d, fut = inflight.popleft()
+                    consume(n, s, d, fut.result())
+            except BrokenProcessPool as e:
+                raise DataError(
+                    f"a tokenizer worker process died ({e}); if this runs from an interactive "
+                    "prompt or stdin, run it from a script file or use num_workers=1"
+                ) from None
+            finally:
+                for *_, fut in inflight:
+                    fut.cancel()
     finally:
         _WORKER.clear()
         bar.close()

@@ -41,22 +41,22 @@ def _as_id_tensor(ids: Any) -> torch.Tensor:
     """Pre-tokenized ids (list, numpy array, tensor) as a 1-D int64 tensor."""
     if isinstance(ids, torch.Tensor):
         t = ids.detach().cpu()
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise DataError(f"token ids must be integers, got a tensor of dtype {t.dtype}")
+        t = t.to(torch.int64)
     else:
         arr = np.asarray(ids)
         if arr.size == 0:
             arr = arr.astype(np.int64)
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
-        ):
+        if not np.issubdtype(arr.dtype, np.integer):
             raise DataError(f"token ids must be integers, got an array of dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise DataError(f"token ids must be integers, got a tensor of dtype {t.dtype}")
+        # Convert first: torch has few kernels for unsigned types such as uint16 shard ids.
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
     if t.ndim != 1:
         raise DataError(f"token ids must be a 1-D sequence, got shape {tuple(t.shape)}")
     if t.numel() and int(t.min()) < 0:
         raise DataError(f"token ids must be >= 0, found {int(t.min())}")
-    return t.to(torch.int64).contiguous()
+    return t.contiguous()
 
 
 def tokenize_text(
@@ -71,7 +71,14 @@ def tokenize_text(
     if not text:
         raise DataError("the text is empty: there is nothing to train on")
     tok = resolve_tokenizer(tokenizer)
-    ids = tok.encode(text, allowed_special=set(allowed_special))
+    allowed = set(allowed_special)
+    if allowed_special is DEFAULT_ALLOWED_SPECIAL:
+        # The default only asks for what the tokenizer has: a char-level vocabulary may lack EOT.
+        known = getattr(tok, "special_tokens", None)
+        if known is None:
+            known = getattr(tok, "special_tokens_set", allowed)  # tiktoken.Encoding
+        allowed &= set(known)
+    ids = tok.encode(text, allowed_special=allowed)
     return torch.tensor(ids, dtype=torch.int64)
 
 

@@ -22,8 +22,8 @@ cache compared with uint32.
 from __future__ import annotations
 
 import os
+import secrets
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -107,11 +107,9 @@ class ShardWriter:
                 f"{self.path} exists; refusing to overwrite it (use --overwrite to replace it)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        self._tmp = Path(tmp)
-        self._file: Any = os.fdopen(fd, "wb")
+        # Not mkstemp: its files are private (0600); a shard should get the usual umask mode.
+        self._tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
+        self._file: Any = open(self._tmp, "xb")  # noqa: SIM115 (closed in close/abort)
         self._file.write(b"\0" * HEADER_SIZE)
 
     def write(self, ids: Any) -> None:

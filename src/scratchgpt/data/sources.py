@@ -5,7 +5,8 @@ unless ``verify=False``), the copy bundled with the package, the download cache,
 ``download=True``, a fresh download from the canonical URL. Downloads stream to a temporary file,
 are checked against the sha256 below and renamed into the cache only when they match.
 
-The cache folder is ``$SCRATCHGPT_CACHE`` if set, else ``~/.cache/scratchgpt``.
+Downloads go to ``<cache>/data/`` where ``<cache>`` is ``$SCRATCHGPT_CACHE`` if set, else
+``~/.cache/scratchgpt``; a ``cache_dir`` argument names the folder to use instead.
 """
 
 from __future__ import annotations
@@ -138,9 +139,14 @@ def sha256_file(path: PathLike) -> str:
     return h.hexdigest()
 
 
+def data_cache_dir() -> Path:
+    """Where downloaded data files go by default: ``<cache>/data`` (models go to ``<cache>/models``)."""
+    return default_cache_dir() / "data"
+
+
 def cache_path(name: str, cache_dir: PathLike | None = None) -> Path:
     """Where ``download`` puts ``name`` (whether or not it is there yet)."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else data_cache_dir()
     return root / get_source(name).filename
 
 

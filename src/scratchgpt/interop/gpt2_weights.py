@@ -55,6 +55,11 @@ GPT2_EOT_ID = 50256
 
 def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTConfig:
     """The GPTConfig of a Hugging Face GPT-2 config.json; unsupported options are refused."""
+    if "model_type" not in raw:
+        raise CheckpointError(
+            f"{source}: not a Hugging Face config (it has no model_type); for a scratchgpt "
+            "checkpoint use scratchgpt.checkpoints.load_checkpoint"
+        )
     if raw.get("model_type") != "gpt2":
         raise CheckpointError(
             f"{source}: model_type is {raw.get('model_type')!r}; scratchgpt reads GPT-2 models "

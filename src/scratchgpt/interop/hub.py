@@ -9,7 +9,6 @@ A local folder or file works everywhere a model name does; names (``gpt2-small``
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 from pathlib import Path
@@ -200,13 +199,3 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
     atomic_write_json(target / MARKER_FILE, marker)
     return target
 
-
-def read_download_marker(folder: PathLike) -> dict | None:
-    """What ``download_gpt2`` recorded about a folder (repo, revision, sha256), or None."""
-    path = Path(folder) / MARKER_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

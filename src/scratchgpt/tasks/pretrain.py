@@ -95,7 +95,11 @@ class PretrainTask(Task):
         from scratchgpt.generation import generate_text
 
         text = generate_text(
-            model, self.tokenizer, self.sample_prompt, max_new_tokens=self.sample_tokens, temperature=0.0
+            model,
+            self.tokenizer,
+            self.sample_prompt,
+            max_new_tokens=self.sample_tokens,
+            temperature=0.0,
         )
         return self.sample_prompt + str(text)
 
@@ -151,7 +155,9 @@ def build_pretraining_data(data: DataConfig) -> tuple[Any, Any, Any, dict[str, A
 
         meta_path = src / "meta.json"
         if not meta_path.is_file():
-            raise DataError(f"{src}: a data folder needs meta.json; write it with `scratchgpt prepare`")
+            raise DataError(
+                f"{src}: a data folder needs meta.json; write it with `scratchgpt prepare`"
+            )
         meta = read_json(meta_path)
         tok_file = meta.get("tokenizer_file") if isinstance(meta, dict) else None
         if data.tokenizer != "gpt2" and Path(data.tokenizer).is_file():
@@ -167,8 +173,11 @@ def build_pretraining_data(data: DataConfig) -> tuple[Any, Any, Any, dict[str, A
                 val_ds = ShardDataset(src, "val", data.max_length, stride)
             except DataError as e:
                 warnings.warn(f"no validation loss: {e}", stacklevel=2)
-        info = {"source": str(src), "train_tokens": train_ds.num_tokens,
-                "val_tokens": val_ds.num_tokens if val_ds is not None else 0}
+        info = {
+            "source": str(src),
+            "train_tokens": train_ds.num_tokens,
+            "val_tokens": val_ds.num_tokens if val_ds is not None else 0,
+        }
         return tokenizer, train_ds, val_ds, info
 
     text, what = _load_source_text(data)
@@ -176,7 +185,9 @@ def build_pretraining_data(data: DataConfig) -> tuple[Any, Any, Any, dict[str, A
     split = int(data.train_ratio * len(text))
     train_text, val_text = text[:split], text[split:]
     if not train_text:
-        raise DataError(f"{what}: the training part is empty; raise data.train_ratio or use more text")
+        raise DataError(
+            f"{what}: the training part is empty; raise data.train_ratio or use more text"
+        )
     train_ds = SlidingWindowDataset(train_text, tokenizer, data.max_length, stride)
     val_ds = None
     if val_text:
@@ -184,7 +195,8 @@ def build_pretraining_data(data: DataConfig) -> tuple[Any, Any, Any, dict[str, A
             val_ds = SlidingWindowDataset(val_text, tokenizer, data.max_length, stride)
         except DataError as e:
             warnings.warn(
-                f"no validation loss: the validation part of {what} is too short ({e})", stacklevel=2
+                f"no validation loss: the validation part of {what} is too short ({e})",
+                stacklevel=2,
             )
     info = {
         "source": what,

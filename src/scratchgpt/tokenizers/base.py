@@ -13,6 +13,7 @@ Special tokens follow tiktoken's rules for every tokenizer (the one documented e
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -100,10 +101,21 @@ def split_special(text: str, allowed: frozenset[str]) -> Iterator[tuple[str, boo
     yield text[pos:], False
 
 
-def bad_id_error(ids: list[int], vocab_size: int, valid: Any = None) -> TokenizerError:
+def as_int_ids(ids: Iterable[Any]) -> list[int] | None:
+    """`ids` as Python ints (numpy/torch integers convert), or None if one is not an integer."""
+    try:
+        return [operator.index(i) for i in ids]
+    except TypeError:
+        return None
+
+
+def bad_id_error(ids: list[Any], vocab_size: int) -> TokenizerError:
     """The error for the first id in `ids` that is not an integer in [0, vocab_size)."""
     for i, t in enumerate(ids):
-        ok = isinstance(t, int) and 0 <= t < vocab_size and (valid is None or t in valid)
+        try:
+            ok = 0 <= operator.index(t) < vocab_size
+        except TypeError:
+            ok = False
         if not ok:
             return TokenizerError(
                 f"token id {t!r} at position {i} is not in this tokenizer's vocabulary "

@@ -46,7 +46,7 @@ _INF = math.inf
 # Pieces longer than this use the O(n log n) heap merge; shorter ones the simple O(n^2) loop,
 # which is faster for the short pieces natural text is made of.
 _LONG_PIECE = 64
-_CACHE_LIMIT = 500_000
+_CACHE_LIMIT = 200_000  # pre-tokens; bounds memory on huge, varied corpora
 _CHUNK_BYTES = 1 << 20
 
 
@@ -92,9 +92,15 @@ def bytes_to_token(data: bytes) -> str:
 def compile_pattern(pattern: str) -> regex.Pattern:
     """Compile a pre-tokenizer pattern with the `regex` package (it knows \\p{L} etc.)."""
     try:
-        return regex.compile(pattern)
+        compiled = regex.compile(pattern)
     except regex.error as e:
         raise TokenizerError(f"invalid pre-tokenizer pattern {pattern!r}: {e}") from None
+    if compiled.groups:
+        # findall would return the groups instead of the whole pre-tokens.
+        raise TokenizerError(
+            f"pre-tokenizer pattern {pattern!r} has capturing groups; write them as (?:...)"
+        )
+    return compiled
 
 
 class BPETokenizer(Tokenizer):
@@ -528,6 +534,16 @@ class _PretokenCounter:
                 if text.endswith(s[:k]):
                     limit = min(limit, len(text) - k)
                     break
+        pieces = self._regex.findall(text)
+        if sum(map(len, pieces)) == len(text):
+            # The pieces tile the text (true for GPT-2's pattern): positions from their lengths.
+            keep = max(len(pieces) - 2, 0)
+            end = len(text) - sum(map(len, pieces[keep:]))
+            while keep > 0 and end > limit:
+                keep -= 1
+                end -= len(pieces[keep])
+            self.counts.update(pieces[:keep])
+            return text[end:]
         matches = list(self._regex.finditer(text))
         stable = 0
         end = 0
@@ -630,6 +646,8 @@ def train_bpe(
     ``os.PathLike``); files are read incrementally, so only the pre-token counts are held in
     memory. Special-token strings in the corpus separate pre-tokens and are not learned from.
     The vocabulary is smaller than `vocab_size` only when the corpus runs out of pairs to merge.
+    A custom `pattern` must match every character (GPT-2's does) for decoding to be exact: text
+    between its matches is dropped.
     """
     specials = list(dict.fromkeys(special_tokens))
     for s in specials:

@@ -25,6 +25,7 @@ from scratchgpt.fileio import PathLike, decode_utf8
 from scratchgpt.tokenizers.base import (
     SpecialSet,
     Tokenizer,
+    as_int_ids,
     bad_id_error,
     check_disallowed,
     resolve_special,
@@ -302,7 +303,13 @@ class GPT2Tokenizer(Tokenizer):
         ids = ids if isinstance(ids, list) else list(ids)
         try:
             return self._enc.decode_bytes(ids)
-        except (KeyError, ValueError, TypeError, OverflowError):
+        except TypeError:
+            # tiktoken takes Python ints only; numpy and torch integers are fine too.
+            converted = as_int_ids(ids)
+            if converted is None:
+                raise bad_id_error(ids, self.vocab_size) from None
+            return self.decode_bytes(converted)
+        except (KeyError, ValueError, OverflowError):
             raise bad_id_error(ids, self.vocab_size) from None
 
     def decode(self, ids: Iterable[int]) -> str:

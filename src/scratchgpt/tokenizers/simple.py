@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from scratchgpt.errors import TokenizerError
-from scratchgpt.tokenizers.base import EOT, SpecialSet, Tokenizer, bad_id_error
+from scratchgpt.tokenizers.base import EOT, SpecialSet, Tokenizer, as_int_ids, bad_id_error
 
 UNK = "<|unk|>"
 
@@ -97,7 +97,10 @@ class SimpleTokenizer(Tokenizer):
         try:
             text = " ".join([self._inverse[i] for i in ids])
         except (KeyError, TypeError):
-            raise bad_id_error(ids, self.vocab_size) from None
+            converted = as_int_ids(ids)  # e.g. 0-d torch tensors, which hash by identity
+            if converted is None or not all(i in self._inverse for i in converted):
+                raise bad_id_error(ids, self.vocab_size) from None
+            text = " ".join([self._inverse[i] for i in converted])
         return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
     @property

@@ -26,10 +26,31 @@ _EXPORTS = {
     "plot_run": "plots",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DataConfig",
+    "LRSchedule",
+    "ModelSpec",
+    "RunConfig",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "build_optimizer",
+    "list_presets",
+    "plot_run",
+    "prepare_run_dir",
+    "resolve_checkpoint",
+    "train",
+]
 
 if TYPE_CHECKING:
-    from scratchgpt.training.config import DataConfig, ModelSpec, RunConfig, TrainConfig, list_presets
+    from scratchgpt.training.config import (
+        DataConfig,
+        ModelSpec,
+        RunConfig,
+        TrainConfig,
+        list_presets,
+    )
     from scratchgpt.training.loop import (
         TrainingDivergedError,
         TrainResult,

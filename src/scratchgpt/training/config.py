@@ -94,8 +94,16 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
         non_negative = (
-            "warmup_steps", "num_workers", "eval_interval", "sample_interval", "sample_tokens",
-            "checkpoint_interval", "weight_decay", "grad_clip", "min_lr", "warmup_init_lr",
+            "warmup_steps",
+            "num_workers",
+            "eval_interval",
+            "sample_interval",
+            "sample_tokens",
+            "checkpoint_interval",
+            "weight_decay",
+            "grad_clip",
+            "min_lr",
+            "warmup_init_lr",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -103,7 +111,9 @@ class TrainConfig:
         for name in ("max_steps", "max_epochs", "max_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"train.{name} must be >= 1 (or null for no limit), got {value!r}")
+                raise ConfigError(
+                    f"train.{name} must be >= 1 (or null for no limit), got {value!r}"
+                )
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr!r}")
         if self.min_lr > self.lr:
@@ -250,7 +260,9 @@ def file_overrides(path: PathLike) -> dict[str, Any]:
     """The fields a YAML/JSON config file sets, as dotted keys (validated by loading the file)."""
     raw = _load_mapping(path) or {}
     cfg = RunConfig.from_dict(raw, source=str(path))
-    return {f"{s}.{k}": getattr(getattr(cfg, s), k) for s, fields in raw.items() for k in fields or {}}
+    return {
+        f"{s}.{k}": getattr(getattr(cfg, s), k) for s, fields in raw.items() for k in fields or {}
+    }
 
 
 def list_presets() -> list[str]:
@@ -278,7 +290,9 @@ def _load_mapping(path: PathLike) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+            raise ConfigError(
+                f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+            ) from None
     # JSON is YAML too, so any other suffix is read as YAML.
     return _parse_yaml(text, str(p))
 

@@ -51,7 +51,9 @@ def machine_info() -> dict[str, Any]:
         "cuda_devices": [],
     }
     if torch.cuda.is_available():
-        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     return info
 
 
@@ -71,7 +73,11 @@ def versions() -> dict[str, str]:
 
 
 def write_run_json(
-    run_dir: PathLike, config: dict[str, Any], *, argv: list[str] | None = None, extra: dict | None = None
+    run_dir: PathLike,
+    config: dict[str, Any],
+    *,
+    argv: list[str] | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Start (or, on resume, extend) ``run.json``: versions, machine, full config, command line."""
     path = Path(run_dir) / RUN_FILE
@@ -147,7 +153,11 @@ class MetricsLogger:
         if self._tb is not None:
             step = record["step"]
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key != "step"
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self._tb.add_scalar(key, value, step)
             if "sample" in record:
                 self._tb.add_text("sample", record["sample"], step)
@@ -166,11 +176,15 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(
+                total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr
+            )
 
     def update(self, loss: float, tokens_per_s: float, lr: float) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}", refresh=False
+            )
             self._bar.update(1)
 
     def write(self, message: str) -> None:
@@ -195,8 +209,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("mfu") is not None:
         lines.append(
-            ("MFU", f"{summary['mfu'] * 100:.1f}% of {summary['peak_tflops']:.2f} TFLOP/s "
-                    f"({summary['peak_source']})")
+            (
+                "MFU",
+                f"{summary['mfu'] * 100:.1f}% of {summary['peak_tflops']:.2f} TFLOP/s "
+                f"({summary['peak_source']})",
+            )
         )
     if summary.get("val_loss") is not None:
         lines.append(("val loss", f"{summary['val_loss']:.4f}"))

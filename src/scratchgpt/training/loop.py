@@ -77,7 +77,15 @@ class EpochBatchSampler(Sampler[list[int]]):
     (or the natural order), cut into ``batch_size`` pieces."""
 
     def __init__(
-        self, n: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, epoch: int, start: int = 0
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        epoch: int,
+        start: int = 0,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.epoch, self.start = seed, epoch, start
@@ -105,7 +113,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+        raise ConfigError(
+            f"train.device: unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA device is available; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -140,12 +150,12 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, fused: bool | None = None
+) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only: biases and norm scales/shifts never,
     embedding tables only when ``decay_embeddings``. A tied head is the embedding's tensor."""
-    embedding_ids = {
-        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)
-    }
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for p in model.parameters():  # unique tensors: a tied head appears once
         if not p.requires_grad:
@@ -159,9 +169,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = 
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(
-        groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, fused=fused
-    )
+    kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2), "eps": config.adam_eps}
+    try:
+        return torch.optim.AdamW(groups, **kwargs, fused=fused)
+    except RuntimeError:
+        # The fused kernel is not available for every device and dtype.
+        return torch.optim.AdamW(groups, **kwargs)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -257,6 +270,12 @@ def train(
         n_train, config.batch_size, shuffle=False, drop_last=config.drop_last, seed=0, epoch=0
     )
     steps_per_epoch = probe.num_batches() // k
+    if probe.num_batches() == 0:
+        raise DataError(
+            f"the training data gives {n_train} window(s), fewer than batch_size="
+            f"{config.batch_size} (with drop_last no batch is left): use a smaller batch_size, a "
+            "smaller stride or max_length, or more data"
+        )
     if steps_per_epoch < 1:
         raise DataError(
             f"the training data gives {n_train} window(s) = {probe.num_batches()} micro-batch(es) "
@@ -279,7 +298,9 @@ def train(
 
     model.to(device)
     forward_model: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
-    optimizer = build_optimizer(model, config, fused=True if device.type == "cuda" else None)
+    # The fused kernel is one pass over all parameters: on a 2-core CPU it makes the AdamW step
+    # of GPT-2 small ~15x faster than the default multi-tensor path.
+    optimizer = build_optimizer(model, config, fused=device.type in ("cpu", "cuda"))
     params = [p for p in model.parameters() if p.requires_grad]
 
     # ---- fresh start or resume
@@ -334,7 +355,8 @@ def train(
         dropped = truncate_metrics(run_dir / METRICS_FILE, step)
         notify(
             f"resuming from {found['path'].name} (step {step}, epoch {epoch + 1}, "
-            f"{tokens_seen:,} tokens seen)" + (f"; dropped {dropped} later log record(s)" if dropped else "")
+            f"{tokens_seen:,} tokens seen)"
+            + (f"; dropped {dropped} later log record(s)" if dropped else "")
         )
         del found
     else:
@@ -364,7 +386,9 @@ def train(
     def eval_batches(name: str, data: Dataset) -> list[Any]:
         if name not in eval_cache:
             n = len(data)  # type: ignore[arg-type]
-            sampler = EpochBatchSampler(n, config.batch_size, shuffle=False, drop_last=False, seed=0, epoch=0)
+            sampler = EpochBatchSampler(
+                n, config.batch_size, shuffle=False, drop_last=False, seed=0, epoch=0
+            )
             batches = []
             for idx in sampler:
                 if len(batches) >= config.eval_batches:
@@ -378,10 +402,14 @@ def train(
         model.eval()
         out: dict[str, float] = {}
         with torch.no_grad(), autocast():
-            for key, value in task.evaluate(forward_model, eval_batches("train", train_data)).items():
+            for key, value in task.evaluate(
+                forward_model, eval_batches("train", train_data)
+            ).items():
                 out[f"eval_train_{key}"] = value
             if val_data is not None and len(val_data) > 0:  # type: ignore[arg-type]
-                for key, value in task.evaluate(forward_model, eval_batches("val", val_data)).items():
+                for key, value in task.evaluate(
+                    forward_model, eval_batches("val", val_data)
+                ).items():
                     out[f"val_{key}"] = value
         model.train(was_training)
         return out
@@ -423,7 +451,13 @@ def train(
             "val_loss": last_val,
         }
         path = st.save_training_checkpoint(
-            ckpt_root, current_step, model, tokenizer, training_state, run_config, metadata=ckpt_meta
+            ckpt_root,
+            current_step,
+            model,
+            tokenizer,
+            training_state,
+            run_config,
+            metadata=ckpt_meta,
         )
         if is_best:
             best_val, best_ckpt = last_val, path
@@ -468,8 +502,13 @@ def train(
                     break
                 if loader_iter is None:
                     sampler = EpochBatchSampler(
-                        n_train, config.batch_size, shuffle=config.shuffle, drop_last=config.drop_last,
-                        seed=config.seed, epoch=epoch, start=batch_in_epoch,
+                        n_train,
+                        config.batch_size,
+                        shuffle=config.shuffle,
+                        drop_last=config.drop_last,
+                        seed=config.seed,
+                        epoch=epoch,
+                        start=batch_in_epoch,
                     )
                     loader = DataLoader(
                         train_data,
@@ -548,7 +587,9 @@ def train(
                     record.update(metrics)
                     last_val = metrics.get("val_loss", last_val)
                     say(eval_line(step, ep_of_step, metrics))
-                sample_now = (config.sample_interval > 0 and step % config.sample_interval == 0) or finished
+                sample_now = (
+                    config.sample_interval > 0 and step % config.sample_interval == 0
+                ) or finished
                 if sample_now:
                     text = run_sample()
                     if text is not None:

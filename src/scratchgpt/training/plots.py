@@ -35,7 +35,9 @@ def _save(fig: Any, out_base: Path, pdf: bool) -> list[Path]:
     return paths
 
 
-def plot_run(run_dir: PathLike, *, pdf: bool = False, out_dir: PathLike | None = None) -> list[Path]:
+def plot_run(
+    run_dir: PathLike, *, pdf: bool = False, out_dir: PathLike | None = None
+) -> list[Path]:
     """Write ``loss.png`` and ``lr.png`` (and PDFs with ``pdf``) for a run; returns the paths."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -56,7 +58,9 @@ def plot_run(run_dir: PathLike, *, pdf: bool = False, out_dir: PathLike | None =
     ax = fig.add_subplot()
     steps, train = _series(records, "train_loss")
     if steps:
-        ax.plot(steps, train, color="tab:blue", alpha=0.25, linewidth=0.8, label="Training loss (step)")
+        ax.plot(
+            steps, train, color="tab:blue", alpha=0.25, linewidth=0.8, label="Training loss (step)"
+        )
     es, eval_train = _series(records, "eval_train_loss")
     if es:
         ax.plot(es, eval_train, color="tab:blue", label="Training loss")

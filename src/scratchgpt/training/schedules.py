@@ -51,7 +51,9 @@ class LRSchedule:
         assert self.total_steps is not None
         span = self.total_steps - self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / span) if span > 0 else 1.0
-        return self.min_lr + (self.peak_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + (self.peak_lr - self.min_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
     def state_dict(self) -> dict[str, float | int | str | None]:
         """The schedule's parameters (saved in the training state for the record)."""

@@ -134,7 +134,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
@@ -255,7 +261,11 @@ def _config_mismatch(saved: GPTConfig, current: GPTConfig) -> list[str]:
     # The attention implementation changes no weights, so a run may switch it on resume.
     ignore = {"attention"}
     a, b = saved.to_dict(), current.to_dict()
-    return [f"{k}: checkpoint {a[k]!r}, this run {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+    return [
+        f"{k}: checkpoint {a[k]!r}, this run {b[k]!r}"
+        for k in a
+        if k not in ignore and a[k] != b[k]
+    ]
 
 
 def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[str, Any]:
@@ -287,7 +297,9 @@ def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[st
     try:
         state = torch.load(p / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle opcodes, disallowed globals
-        raise CheckpointError(f"{p / STATE_FILE}: corrupt or truncated ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{p / STATE_FILE}: corrupt or truncated ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{p / STATE_FILE}: not a scratchgpt training state")
     if state.get("version") != STATE_VERSION:
@@ -305,7 +317,9 @@ def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[st
     return {"path": p, "weights": weights, "state": state, "run_config": run_config}
 
 
-def load_weights_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: PathLike) -> None:
+def load_weights_into(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor], source: PathLike
+) -> None:
     """Copy a checkpoint's tensors into ``model``; a tied head may be absent from the file."""
     own = model.state_dict()
     tied = getattr(getattr(model, "cfg", None), "tie_weights", False)
@@ -338,7 +352,9 @@ def find_resume_checkpoint(ckpt_root: PathLike, model_config: GPTConfig) -> dict
     if latest is not None and latest.is_dir():
         candidates.append(latest)
     elif (root / LATEST_FILE).exists():
-        warnings.warn(f"{root / LATEST_FILE} names no existing checkpoint folder; searching", stacklevel=2)
+        warnings.warn(
+            f"{root / LATEST_FILE} names no existing checkpoint folder; searching", stacklevel=2
+        )
     for p in reversed(list_checkpoints(root)):
         if p not in candidates:
             candidates.append(p)
