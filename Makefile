@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
+# The main job: the book's chapter-5 pretraining run on the bundled The Verdict, then a
+# continuation of its prompt by the trained model.
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/scratchgpt pretrain --preset book-ch5 --out runs/demo --overwrite
+	$(BIN)/scratchgpt generate --checkpoint runs/demo --prompt "Every effort moves you" --max-new-tokens 25
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,6 +29,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizers.py
+	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -11,8 +11,25 @@ from torch import nn
 
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError, ScratchGPTError
-from scratchgpt.generation import generate, generate_text, sample_next_token, stream_generate
+from scratchgpt.generation import (
+    generate,
+    generate_text,
+    optimize_for_decoding,
+    sample_next_token,
+    stream_generate,
+)
 from scratchgpt.model import GPTModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine an OpenMP team
+    waiting for a descheduled thread makes small ops many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -397,6 +414,28 @@ def test_foreign_model_needs_context_size():
         generate(model, [[1, 2], [1]], 2, context_size=8)
 
 
+def test_optimize_for_decoding_keeps_values_and_ties():
+    model = make_model(16, tie_weights=True, qkv_bias=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    idx = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        logits = model(idx)
+    expected = generate(model, idx, 10)
+    params = list(model.parameters())
+    assert optimize_for_decoding(model) is model
+    assert model.out_head.weight is model.tok_emb.weight  # still tied
+    assert not model.trf_blocks[0].att.W_query.weight.is_contiguous()
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        assert torch.allclose(model(idx), logits, atol=1e-5)
+    assert torch.equal(generate(model, idx, 10), expected)
+    bf16 = make_model(16).to(torch.bfloat16)
+    optimize_for_decoding(bf16)
+    assert bf16.out_head.weight.is_contiguous()  # bf16 kernels prefer the default layout
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
@@ -455,3 +494,16 @@ def test_no_warning_for_prompt_within_context():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate(model, torch.tensor([[1] * 64]), 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_cache_equals_no_cache(dtype):
+    model = make_model(17, **CONFIGS["odd-sdpa"]).to("cuda", dtype)
+    prompts = [[1, 2, 3, 4, 5], [6, 7]]
+    for sampling in (dict(), dict(temperature=1.0, top_p=0.9, seed=3)):
+        a = generate(model, prompts, 20, use_cache=True, **sampling)
+        b = generate(model, prompts, 20, use_cache=False, **sampling)
+        assert a.device.type == "cuda" and a.shape == (2, 25)
+        if dtype == torch.float32:  # bf16 rounding differs between the two paths' shapes
+            assert torch.equal(a, b)

@@ -12,6 +12,17 @@ from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import get_tokenizer
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine an OpenMP team
+    waiting for a descheduled thread makes small ops many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 PROMPT = "Every effort moves you"
 
 

@@ -12,6 +12,17 @@ from scratchgpt.config import PRESETS, GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model import GELU, GPTModel, KVCache, LayerNorm, model_stats
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine an OpenMP team
+    waiting for a descheduled thread makes small ops many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 BOOK_PROMPT = [15496, 11, 314, 716]  # "Hello, I am"
 BOOK_CONTINUATION = [27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231, 47062, 34657]
 

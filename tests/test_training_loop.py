@@ -213,6 +213,9 @@ def test_checkpoint_folder_loads_as_a_model(full_run):
     loaded = load_checkpoint(st.resolve_checkpoint(full_run))
     assert loaded.metadata["task"] == "pretrain" and loaded.metadata["step"] == 12
     assert loaded.tokenizer.decode(loaded.tokenizer.encode("Jack")) == "Jack"
+    # A run folder works wherever a checkpoint does: it means the newest complete checkpoint.
+    from_run = load_checkpoint(full_run)
+    assert from_run.path == loaded.path and from_run.metadata["step"] == 12
 
 
 def test_metrics_and_run_json(full_run):
@@ -368,3 +371,35 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path, text_file, full_run):
     pretrain(char_config(text_file, precision="bf16", max_steps=3), run)
     fp32, bf16 = losses(full_run), losses(run)
     assert bf16[1] == pytest.approx(fp32[1], rel=2e-2) and bf16[1] != fp32[1]
+
+
+def test_pretrain_on_prepared_token_shards(tmp_path):
+    from scratchgpt.data.corpus import prepare
+    from scratchgpt.tokenizers import get_tokenizer
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"d{i}.txt").write_text(TEXT[i * 100 :] + TEXT[: i * 100], encoding="utf-8")
+    tok = get_tokenizer("char", corpus=TEXT)
+    tok_file = tok.save(tmp_path / "tok.json")
+    shards = tmp_path / "shards"
+    prepare(docs, shards, tok_file, val_fraction=0.3, num_workers=1, progress=False, seed=1)
+    cfg = RunConfig.from_dict(
+        {
+            "model": {"preset": "tiny", "context_length": 16, "emb_dim": 16, "n_heads": 2},
+            "data": {"source": str(shards), "max_length": 16},
+            "train": {
+                "max_steps": 3,
+                "batch_size": 4,
+                "sample_tokens": 0,
+                "progress": False,
+                "plot": False,
+                "peak_tflops": 1.0,
+            },
+        }
+    )
+    result = pretrain(cfg, tmp_path / "run")
+    assert result.steps == 3 and result.val_loss is not None
+    loaded_tok = st.resolve_checkpoint(tmp_path / "run") / "tokenizer.json"
+    assert json.loads(loaded_tok.read_text())["type"] == "char"  # the shards' own tokenizer

@@ -24,6 +24,7 @@ _EXPORTS = {
     "generate": "scratchgpt.generation",
     "generate_text": "scratchgpt.generation",
     "stream_generate": "scratchgpt.generation",
+    "pretrain": "scratchgpt.tasks",
     "save_checkpoint": "scratchgpt.checkpoints",
     "load_checkpoint": "scratchgpt.checkpoints",
     "load_hf_gpt2": "scratchgpt.interop",

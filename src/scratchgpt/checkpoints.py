@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from scratchgpt import __version__
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError
-from scratchgpt.fileio import PathLike, atomic_write_json, read_json
+from scratchgpt.fileio import PathLike, atomic_write_json, read_json, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +46,11 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "scratchgpt.json"
+# A training run folder keeps its checkpoints in CHECKPOINTS_DIR, with pointer files naming the
+# newest complete one and the best by validation loss (written by scratchgpt.training.state).
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
+BEST_FILE = "best"
 
 OVERWRITE_HINT = "pass overwrite=True (CLI: --overwrite) to replace it"
 
@@ -557,6 +562,38 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
     return data
 
 
+def read_pointer(ckpt_root: Path, name: str) -> Path | None:
+    """The checkpoint folder a pointer file (latest/best) in ``ckpt_root`` names, if any."""
+    p = ckpt_root / name
+    if not p.is_file():
+        return None
+    target = read_text(p, errors="replace").strip()
+    if not target or "/" in target or "\\" in target or target.startswith("."):
+        return None
+    return ckpt_root / target
+
+
+def resolve_checkpoint(path: PathLike, which: str = LATEST_FILE) -> Path:
+    """A checkpoint folder from a run folder, a ``checkpoints`` folder, a ``latest``/``best``
+    pointer file, or a checkpoint folder itself."""
+    p = Path(path)
+    if p.is_file() and p.name in (LATEST_FILE, BEST_FILE):
+        target = read_pointer(p.parent, p.name)
+        if target is None:
+            raise CheckpointError(f"{p}: does not name a checkpoint folder")
+        return target
+    if (p / "model.safetensors").is_file():
+        return p
+    for root in (p / CHECKPOINTS_DIR, p):
+        target = read_pointer(root, which)
+        if target is not None:
+            return target
+    raise CheckpointError(
+        f"{p}: no checkpoint found (expected a checkpoint folder, or a run folder with "
+        f"{CHECKPOINTS_DIR}/{which})"
+    )
+
+
 _HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -619,6 +656,9 @@ def load_checkpoint(
         from scratchgpt.interop.hub import resolve_model_path
 
         p = resolve_model_path(str(path))
+    if p.is_dir() and not (p / CONFIG_FILE).is_file():
+        if (p / CHECKPOINTS_DIR).is_dir() or (p / LATEST_FILE).is_file():
+            p = resolve_checkpoint(p)  # a training run folder: its newest complete checkpoint
     folder, weights, raw = locate_checkpoint(p)
 
     if "model_type" in raw:

@@ -328,6 +328,7 @@ class _Decoder:
         self.steps_done = 0
         self.gen_len = torch.zeros(self.batch, dtype=torch.long, device=device)
         self.finished = torch.zeros(self.batch, dtype=torch.bool, device=device)
+        self.all_rows = torch.ones(self.batch, dtype=torch.bool, device=device)
         self.stop_tail: list[bytearray] = [bytearray() for _ in range(self.batch)]
         self.kv: KVCache | None = None
         self.next_pos: torch.Tensor | None = None
@@ -400,7 +401,7 @@ class _Decoder:
             if self.stops:
                 self._check_stop_strings(nxt, produced)
         else:
-            produced = torch.ones(self.batch, dtype=torch.bool, device=nxt.device)
+            produced = self.all_rows
         self.buf[:, self.length] = nxt
         self.length += 1
         self.steps_done += 1

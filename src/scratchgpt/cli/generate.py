@@ -105,9 +105,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchgpt.generation import generate_text, stream_generate
+    from scratchgpt.generation import generate_text, optimize_for_decoding, stream_generate
 
     model, tokenizer = _load(args)
+    optimize_for_decoding(model)  # the model is only used for inference here
     options: dict[str, Any] = dict(
         max_new_tokens=args.max_new_tokens,
         context_size=args.context_size,

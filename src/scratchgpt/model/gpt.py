@@ -137,7 +137,7 @@ class GPTModel(nn.Module):
         after the cached ones. kv_cache: reads past keys/values and appends the new ones.
         last_token_only: compute logits for the last position only (generation).
         """
-        b, t = in_idx.shape
+        t = in_idx.shape[1]
         past = kv_cache.pos if kv_cache is not None else 0
         if past + t > self.cfg.context_length:
             raise ConfigError(

@@ -75,11 +75,23 @@ def plot_run(
     if len(ts) >= 2 and tokens[-1] > tokens[0]:
         s_arr, t_arr = np.asarray(ts, dtype=float), np.asarray(tokens, dtype=float)
 
+        # Linear beyond the logged range too: np.interp alone would clamp, and the axis margins
+        # would show a wrong tick at the edges.
+        slope = (t_arr[-1] - t_arr[0]) / (s_arr[-1] - s_arr[0]) if s_arr[-1] > s_arr[0] else 1.0
+
         def to_tokens(x: Any) -> Any:
-            return np.interp(x, s_arr, t_arr)
+            x = np.asarray(x, dtype=float)
+            inside = np.interp(x, s_arr, t_arr)
+            below = t_arr[0] + (x - s_arr[0]) * slope
+            above = t_arr[-1] + (x - s_arr[-1]) * slope
+            return np.where(x < s_arr[0], below, np.where(x > s_arr[-1], above, inside))
 
         def to_steps(x: Any) -> Any:
-            return np.interp(x, t_arr, s_arr)
+            x = np.asarray(x, dtype=float)
+            inside = np.interp(x, t_arr, s_arr)
+            below = s_arr[0] + (x - t_arr[0]) / slope
+            above = s_arr[-1] + (x - t_arr[-1]) / slope
+            return np.where(x < t_arr[0], below, np.where(x > t_arr[-1], above, inside))
 
         top = ax.secondary_xaxis("top", functions=(to_tokens, to_steps))
         top.set_xlabel("Tokens seen")

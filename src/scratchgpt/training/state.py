@@ -35,15 +35,19 @@ from typing import Any
 import numpy as np
 import torch
 
+# The run-folder layout (pointer files, checkpoints/) lives with the checkpoint format, so that
+# load_checkpoint can open a run folder; it is re-exported here for the training code.
+from scratchgpt.checkpoints import BEST_FILE as BEST_FILE
+from scratchgpt.checkpoints import CHECKPOINTS_DIR as CHECKPOINTS_DIR
+from scratchgpt.checkpoints import LATEST_FILE as LATEST_FILE
+from scratchgpt.checkpoints import read_pointer
+from scratchgpt.checkpoints import resolve_checkpoint as resolve_checkpoint
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
-from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text, read_json, read_text
+from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text, read_json
 
-CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
-LATEST_FILE = "latest"
-BEST_FILE = "best"
 STATE_FORMAT = "scratchgpt-training-state"
 STATE_VERSION = 1
 REQUIRED_FILES = ("model.safetensors", "config.json", TRAIN_CONFIG_FILE, STATE_FILE)
@@ -71,37 +75,6 @@ def list_checkpoints(ckpt_root: PathLike) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
     return sorted(found, key=lambda p: checkpoint_step(p) or 0)
-
-
-def _read_pointer(ckpt_root: Path, name: str) -> Path | None:
-    p = ckpt_root / name
-    if not p.is_file():
-        return None
-    target = read_text(p, errors="replace").strip()
-    if not target or "/" in target or "\\" in target or target.startswith("."):
-        return None
-    return ckpt_root / target
-
-
-def resolve_checkpoint(path: PathLike, which: str = LATEST_FILE) -> Path:
-    """A checkpoint folder from a run folder, a ``checkpoints`` folder, a ``latest``/``best``
-    pointer file, or a checkpoint folder itself."""
-    p = Path(path)
-    if p.is_file() and p.name in (LATEST_FILE, BEST_FILE):
-        target = _read_pointer(p.parent, p.name)
-        if target is None:
-            raise CheckpointError(f"{p}: does not name a checkpoint folder")
-        return target
-    if (p / "model.safetensors").is_file():
-        return p
-    for root in (p / CHECKPOINTS_DIR, p):
-        target = _read_pointer(root, which)
-        if target is not None:
-            return target
-    raise CheckpointError(
-        f"{p}: no checkpoint found (expected a checkpoint folder, or a run folder with "
-        f"{CHECKPOINTS_DIR}/{which})"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,10 +210,10 @@ def prune_checkpoints(ckpt_root: PathLike, keep_last: int, keep_best: bool) -> l
     root = Path(ckpt_root)
     folders = list_checkpoints(root)
     keep = {p.name for p in folders[-keep_last:]} if keep_last > 0 else set()
-    latest = _read_pointer(root, LATEST_FILE)
+    latest = read_pointer(root, LATEST_FILE)
     if latest is not None:
         keep.add(latest.name)
-    best = _read_pointer(root, BEST_FILE)
+    best = read_pointer(root, BEST_FILE)
     if keep_best and best is not None:
         keep.add(best.name)
     removed = []
@@ -348,7 +321,7 @@ def find_resume_checkpoint(ckpt_root: PathLike, model_config: GPTConfig) -> dict
     """
     root = Path(ckpt_root)
     candidates: list[Path] = []
-    latest = _read_pointer(root, LATEST_FILE)
+    latest = read_pointer(root, LATEST_FILE)
     if latest is not None and latest.is_dir():
         candidates.append(latest)
     elif (root / LATEST_FILE).exists():
