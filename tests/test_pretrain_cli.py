@@ -183,3 +183,16 @@ def test_book_initial_losses_of_chapter_5(capsys):
     val_loader = DataLoader(val_ds, batch_size=2, shuffle=False, drop_last=False)
     assert calc_loss_loader(train_loader, model) == pytest.approx(10.98758347829183, abs=1e-4)
     assert calc_loss_loader(val_loader, model) == pytest.approx(10.98110580444336, abs=1e-4)
+
+
+def test_dotted_config_flags_equal_the_short_ones(tmp_path, capsys):
+    """`--model.n_layers 3` (the config file's spelling) and `--n-layers 3` set the same field."""
+    outputs = []
+    for flags in (
+        ["--model.n_layers", "3", "--train.lr", "0.001"],
+        ["--n-layers", "3", "--lr", "0.001"],
+    ):
+        assert main(["pretrain", "--out", str(tmp_path / "r"), *flags, "--print-config"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert "n_layers: 3" in outputs[0] and "lr: 0.001" in outputs[0]

@@ -42,7 +42,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                     kwargs.pop("metavar")
                 if optional:
                     kwargs["help"] += " ('none' to unset)"
-            group.add_argument(flag_name(section, f.name), **kwargs)
+            # Each field also answers to its dotted config path (--model.n_layers), the spelling
+            # of the YAML file, so a config key and its flag are the same words.
+            group.add_argument(flag_name(section, f.name), f"--{section}.{f.name}", **kwargs)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
