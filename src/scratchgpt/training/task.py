@@ -6,6 +6,7 @@ Everything else (optimizer, schedule, accumulation, precision, checkpoints, logs
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 
-class Task:
+class Task(ABC):
     """Base class of training tasks. Subclasses implement ``loss``; the rest has defaults.
 
     A batch is whatever the DataLoader yields (``collate_fn``); the loop moves tensors in it
@@ -22,9 +23,9 @@ class Task:
 
     name = "task"
 
+    @abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """Mean loss of the batch (a scalar tensor the loop backpropagates)."""
-        raise NotImplementedError
 
     def count_tokens(self, batch: Any) -> int:
         """Tokens the batch trains on, for ``tokens_seen``, throughput and ``max_tokens``."""
