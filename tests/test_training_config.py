@@ -37,8 +37,27 @@ def test_presets_load_and_match_the_book_settings():
     assert (t.lr, t.weight_decay, t.max_epochs, t.batch_size) == (4e-4, 0.1, 10, 2)
     assert (t.eval_interval, t.eval_batches, t.seed) == (5, 5, 123)
     assert t.sample_prompt == "Every effort moves you"
+    # char-small, as the issue specifies it: 4 layers, 4 heads, 128 dims, context 64, batch 12,
+    # lr 1e-3, 100 warm-up steps, cosine to 1e-4 over 2,000 steps, betas (0.9, 0.99), wd 0.1,
+    # clip 1.0, dropout 0.0, eval every 250 steps.
     char = RunConfig.preset("char-small")
-    assert char.data.tokenizer == "char" and char.train.schedule == "cosine"
+    m, c = char.model, char.train
+    assert char.data.tokenizer == "char" and c.schedule == "cosine"
+    assert (m.n_layers, m.n_heads, m.emb_dim, m.context_length, m.drop_rate) == (4, 4, 128, 64, 0.0)
+    assert (c.batch_size, c.lr, c.warmup_steps, c.min_lr, c.max_steps) == (
+        12,
+        1e-3,
+        100,
+        1e-4,
+        2000,
+    )
+    assert (c.beta1, c.beta2, c.weight_decay, c.grad_clip, c.eval_interval) == (
+        0.9,
+        0.99,
+        0.1,
+        1.0,
+        250,
+    )
     with pytest.raises(ConfigError, match="unknown training preset 'nope'"):
         RunConfig.preset("nope")
 
