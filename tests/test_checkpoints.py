@@ -40,7 +40,9 @@ def assert_same_weights(a: GPTModel, b: GPTModel) -> None:
 
 
 def char_tokenizer(n_chars: int = 30):
-    return get_tokenizer("char", chars=[chr(ord("a") + i) if i < 26 else str(i - 26) for i in range(n_chars)])
+    return get_tokenizer(
+        "char", chars=[chr(ord("a") + i) if i < 26 else str(i - 26) for i in range(n_chars)]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +111,9 @@ def test_dtype_cast_and_resave(tmp_path):
     save_checkpoint(tmp_path / "a", model)
     half = load_checkpoint(tmp_path / "a", dtype=torch.bfloat16).model
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
-    assert torch.equal(half.trf_blocks[0].att.W_key.weight, model.trf_blocks[0].att.W_key.weight.bfloat16())
+    assert torch.equal(
+        half.trf_blocks[0].att.W_key.weight, model.trf_blocks[0].att.W_key.weight.bfloat16()
+    )
     assert half.out_head.weight is half.tok_emb.weight
     # A memory-mapped model saves again (into a new folder) exactly.
     again = load_checkpoint(tmp_path / "a").model
@@ -204,19 +208,27 @@ def rewrite_weights(folder, change):
 
 def test_missing_key(saved):
     rewrite_weights(saved, lambda t: t.pop("trf_blocks.1.norm2.shift"))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors.*missing: trf_blocks\.1\.norm2\.shift"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors.*missing: trf_blocks\.1\.norm2\.shift"
+    ):
         load_checkpoint(saved)
 
 
 def test_unexpected_key(saved):
     rewrite_weights(saved, lambda t: t.update({"trf_blocks.2.norm1.scale": torch.ones(24)}))
-    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\): trf_blocks\.2\.norm1\.scale"):
+    with pytest.raises(
+        CheckpointError, match=r"unexpected tensor\(s\): trf_blocks\.2\.norm1\.scale"
+    ):
         load_checkpoint(saved)
 
 
 def test_shape_mismatch_names_tensor_and_both_shapes(saved):
-    rewrite_weights(saved, lambda t: t.update({"trf_blocks.0.att.W_key.weight": torch.zeros(24, 12)}))
-    with pytest.raises(CheckpointError, match=r"trf_blocks\.0\.att\.W_key\.weight has shape \(24, 12\).*\(24, 24\)"):
+    rewrite_weights(
+        saved, lambda t: t.update({"trf_blocks.0.att.W_key.weight": torch.zeros(24, 12)})
+    )
+    with pytest.raises(
+        CheckpointError, match=r"trf_blocks\.0\.att\.W_key\.weight has shape \(24, 12\).*\(24, 24\)"
+    ):
         load_checkpoint(saved)
 
 
@@ -248,7 +260,9 @@ def test_corrupt_header(saved):
 
 
 def test_integer_tensor_refused(saved):
-    rewrite_weights(saved, lambda t: t.update({"final_norm.shift": torch.zeros(24, dtype=torch.int64)}))
+    rewrite_weights(
+        saved, lambda t: t.update({"final_norm.shift": torch.zeros(24, dtype=torch.int64)})
+    )
     with pytest.raises(CheckpointError, match=r"final_norm\.shift has dtype I64"):
         load_checkpoint(saved)
 
@@ -278,7 +292,9 @@ def test_pickle_only_folder_refused(tmp_path, saved):
 def test_context_longer_than_position_table(saved):
     cfg = json.loads((saved / "config.json").read_text())
     (saved / "config.json").write_text(json.dumps({**cfg, "context_length": 32}))
-    with pytest.raises(CheckpointError, match=r"context_length 32.*pos_emb\.weight has 16 positions"):
+    with pytest.raises(
+        CheckpointError, match=r"context_length 32.*pos_emb\.weight has 16 positions"
+    ):
         load_checkpoint(saved)
 
 
@@ -347,7 +363,9 @@ def test_book_state_dict_errors(tmp_path):
     model = make_model()
     sd = book_state_dict(model)
     del sd["trf_blocks.0.ff.layers.2.bias"]
-    with pytest.raises(CheckpointError, match=r"state dict.*missing: trf_blocks\.0\.ff\.layers\.2\.bias"):
+    with pytest.raises(
+        CheckpointError, match=r"state dict.*missing: trf_blocks\.0\.ff\.layers\.2\.bias"
+    ):
         load_book_state_dict(sd, model.cfg)
     with pytest.raises(CheckpointError, match=r"tok_emb\.weight has shape \(40, 24\).*\(50, 24\)"):
         load_book_state_dict(book_state_dict(model), model.cfg.replace(vocab_size=50))
@@ -461,13 +479,17 @@ def _peak_rss_resettable() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux" or not _peak_rss_resettable(), reason="needs Linux peak-RSS reset")
+@pytest.mark.skipif(
+    sys.platform != "linux" or not _peak_rss_resettable(), reason="needs Linux peak-RSS reset"
+)
 def test_loading_does_not_hold_two_copies(tmp_path):
     import subprocess
 
     from scratchgpt.interop import save_hf_gpt2
 
-    cfg = GPTConfig(vocab_size=1000, context_length=128, emb_dim=256, n_heads=4, n_layers=16, qkv_bias=True)
+    cfg = GPTConfig(
+        vocab_size=1000, context_length=128, emb_dim=256, n_heads=4, n_layers=16, qkv_bias=True
+    )
     with torch.device("meta"):
         model = GPTModel(cfg)
     model = model.to_empty(device="cpu")

@@ -195,7 +195,10 @@ def test_sharded_folder(tmp_path):
     tensors = load_file(tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").unlink()
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
     for file, keys in shards.items():
         save_file({k: tensors[k] for k in keys}, tmp_path / file)
     weight_map = {k: file for file, keys in shards.items() for k in keys}
@@ -286,7 +289,9 @@ def test_openai_params_errors():
     with pytest.raises(CheckpointError, match=r"model/wte has shape \(101, 24\).*\(101, 30\)"):
         gpt2_from_openai_params(params, {**hparams, "n_embd": 30})
     cut = {**params, "model/h0/attn/c_attn/w": params["model/h0/attn/c_attn/w"][:, :, :70]}
-    with pytest.raises(CheckpointError, match=r"model/h0/attn/c_attn/w has shape \(24, 70\).*\(24, 72\)"):
+    with pytest.raises(
+        CheckpointError, match=r"model/h0/attn/c_attn/w has shape \(24, 70\).*\(24, 72\)"
+    ):
         gpt2_from_openai_params(cut, hparams)
     with pytest.raises(CheckpointError, match=r"hparams\.json: missing 'n_layer'"):
         gpt2_from_openai_params(params, {k: v for k, v in hparams.items() if k != "n_layer"})
@@ -341,7 +346,9 @@ def test_unsupported_options(small_hf, change, message):
 
 def test_hf_shape_and_key_errors(small_hf):
     edit_config(small_hf, n_positions=128)
-    with pytest.raises(CheckpointError, match=r"context_length 128.*transformer\.wpe\.weight has 64"):
+    with pytest.raises(
+        CheckpointError, match=r"context_length 128.*transformer\.wpe\.weight has 64"
+    ):
         load_hf_gpt2(small_hf)
     edit_config(small_hf, n_positions=64, tie_word_embeddings=False)
     with pytest.raises(CheckpointError, match=r"missing: lm_head\.weight"):
@@ -350,7 +357,9 @@ def test_hf_shape_and_key_errors(small_hf):
     with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\): transformer\.h\.1\."):
         load_hf_gpt2(small_hf)
     edit_config(small_hf, n_layer=2, n_embd=30, n_head=3)
-    with pytest.raises(CheckpointError, match=r"transformer\.wte\.weight has shape \(101, 24\).*\(101, 30\)"):
+    with pytest.raises(
+        CheckpointError, match=r"transformer\.wte\.weight has shape \(101, 24\).*\(101, 30\)"
+    ):
         load_hf_gpt2(small_hf)
 
 

@@ -47,14 +47,18 @@ def test_names_map_to_hub_repos():
 
 def test_cache_location(cache, tmp_path):
     assert model_cache_dir("gpt2") == cache / "models" / "gpt2-small"
-    assert model_cache_dir("gpt2-xl", tmp_path / "other") == tmp_path / "other" / "models" / "gpt2-xl"
+    assert (
+        model_cache_dir("gpt2-xl", tmp_path / "other") == tmp_path / "other" / "models" / "gpt2-xl"
+    )
 
 
 def test_resolve_model_path(cache, tmp_path):
     local = tmp_path / "my-model"
     local.mkdir()
     assert resolve_model_path(local) == local  # a local folder is used as is
-    with pytest.raises(CheckpointError, match=r"not downloaded.*scratchgpt download gpt2-medium.*network"):
+    with pytest.raises(
+        CheckpointError, match=r"not downloaded.*scratchgpt download gpt2-medium.*network"
+    ):
         resolve_model_path("gpt2-medium")
     folder = cache / "models" / "gpt2-medium"
     folder.mkdir(parents=True)
@@ -68,7 +72,9 @@ def test_resolve_model_path(cache, tmp_path):
 
 def test_download_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match=r"could not reach the Hugging Face hub.*copy a GPT-2 folder"):
+    with pytest.raises(
+        CheckpointError, match=r"could not reach the Hugging Face hub.*copy a GPT-2 folder"
+    ):
         download_gpt2("gpt2-small", tmp_path / "dl")
 
 
@@ -90,7 +96,9 @@ def test_connection_errors_are_explained(monkeypatch, tmp_path):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
-    with pytest.raises(CheckpointError, match=r"could not reach the Hugging Face hub.*Name or service"):
+    with pytest.raises(
+        CheckpointError, match=r"could not reach the Hugging Face hub.*Name or service"
+    ):
         download_gpt2("gpt2-small", tmp_path / "dl")
 
 

@@ -313,7 +313,9 @@ def check_source(
     problems = []
     if missing:
         names = [_display(source, n) for n in missing]
-        problems.append(f"{len(missing)} tensor(s) the config needs are missing: {_fmt_list(names)}")
+        problems.append(
+            f"{len(missing)} tensor(s) the config needs are missing: {_fmt_list(names)}"
+        )
     if unexpected:
         names = [_display(source, n) for n in unexpected]
         problems.append(f"{len(unexpected)} unexpected tensor(s): {_fmt_list(names)}")
@@ -383,7 +385,10 @@ def materialize(
                 t = m.transform(src) if m.transform is not None else src
                 want = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
                 out = t.to(device=device, dtype=want).contiguous()
-                if not source.keep_views and out.untyped_storage().data_ptr() == src.untyped_storage().data_ptr():
+                if (
+                    not source.keep_views
+                    and out.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
+                ):
                     # Still a view of the source: copy it so the source (or its map) can go.
                     out = out.clone()
                 tensors[m.target] = out
@@ -550,7 +555,9 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
         return {}
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a scratchgpt checkpoint manifest (format != {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a scratchgpt checkpoint manifest (format != {FORMAT!r})"
+        )
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -656,9 +663,9 @@ def load_checkpoint(
         from scratchgpt.interop.hub import resolve_model_path
 
         p = resolve_model_path(str(path))
-    if p.is_dir() and not (p / CONFIG_FILE).is_file():
-        if (p / CHECKPOINTS_DIR).is_dir() or (p / LATEST_FILE).is_file():
-            p = resolve_checkpoint(p)  # a training run folder: its newest complete checkpoint
+    is_run_folder = (p / CHECKPOINTS_DIR).is_dir() or (p / LATEST_FILE).is_file()
+    if p.is_dir() and not (p / CONFIG_FILE).is_file() and is_run_folder:
+        p = resolve_checkpoint(p)  # a training run folder: its newest complete checkpoint
     folder, weights, raw = locate_checkpoint(p)
 
     if "model_type" in raw:
@@ -674,6 +681,13 @@ def load_checkpoint(
 
     cfg = GPTConfig.from_dict(raw, source=str(folder / CONFIG_FILE))
     manifest = read_manifest(folder)
+    if manifest.get("metadata", {}).get("task") == "classify":
+        # Its head has one output per label, not per token: a different model shape.
+        raise CheckpointError(
+            f"{folder}: is a classifier checkpoint (labels {manifest['metadata'].get('label_names')}); "
+            "load it with scratchgpt.tasks.classify.load_classifier, or use "
+            "`scratchgpt classify --checkpoint DIR TEXT...`"
+        )
     tokenizer = None
     tok_path = folder / TOKENIZER_FILE
     if tok_path.is_file():
@@ -683,4 +697,3 @@ def load_checkpoint(
         _check_vocab(cfg.vocab_size, tokenizer, str(folder))
     model = load_safetensors_model(weights, cfg, device=device, dtype=dtype)
     return LoadedModel(model, tokenizer, cfg, p, dict(manifest.get("metadata", {})), "scratchgpt")
-

@@ -55,7 +55,9 @@ class GPTConfig:
         if not 0.0 <= self.drop_rate < 1.0:
             raise ConfigError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
         if self.attention not in ("sdpa", "explicit"):
-            raise ConfigError(f"GPTConfig.attention must be 'sdpa' or 'explicit', got {self.attention!r}")
+            raise ConfigError(
+                f"GPTConfig.attention must be 'sdpa' or 'explicit', got {self.attention!r}"
+            )
         if self.init not in ("pytorch", "gpt2"):
             raise ConfigError(f"GPTConfig.init must be 'pytorch' or 'gpt2', got {self.init!r}")
         if not self.ln_eps > 0:
@@ -117,7 +119,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-large": dict(emb_dim=1280, n_layers=36, n_heads=20),  # 774M
     "gpt2-xl": dict(emb_dim=1600, n_layers=48, n_heads=25),  # 1558M
     # Small models for CPU work: "mini" pretrains on The Verdict in minutes on a laptop.
-    "mini": dict(context_length=256, emb_dim=256, n_layers=4, n_heads=4, tie_weights=True, init="gpt2"),
+    "mini": dict(
+        context_length=256, emb_dim=256, n_layers=4, n_heads=4, tie_weights=True, init="gpt2"
+    ),
     # Tests: a few hundred thousand non-embedding parameters.
     "tiny": dict(context_length=64, emb_dim=32, n_layers=2, n_heads=4, drop_rate=0.0),
 }

@@ -60,7 +60,9 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> P
     """Write `data` to `path` via a temporary file and an atomic rename."""
     p = Path(path)
     if not overwrite and p.exists():
-        raise FileExistsError(f"{p} exists; refusing to overwrite it (use --overwrite to replace it)")
+        raise FileExistsError(
+            f"{p} exists; refusing to overwrite it (use --overwrite to replace it)"
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
@@ -94,4 +96,6 @@ def read_json(path: PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise DataError(
+            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None

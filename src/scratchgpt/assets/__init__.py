@@ -12,5 +12,7 @@ def asset_path(name: str) -> Path:
     """Path of a bundled file, e.g. ``asset_path("gpt2/vocab.bpe")``."""
     p = ASSETS_DIR / name
     if not p.is_file():
-        raise FileNotFoundError(f"bundled asset {name!r} not found in {ASSETS_DIR}; reinstall scratchgpt")
+        raise FileNotFoundError(
+            f"bundled asset {name!r} not found in {ASSETS_DIR}; reinstall scratchgpt"
+        )
     return p

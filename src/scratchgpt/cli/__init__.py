@@ -24,6 +24,12 @@ COMMAND_MODULES = [
     "scratchgpt.cli.pretrain",
     "scratchgpt.cli.plot",
     "scratchgpt.cli.generate",
+    "scratchgpt.cli.finetune_classifier",
+    "scratchgpt.cli.classify",
+    "scratchgpt.cli.finetune_instruct",
+    "scratchgpt.cli.respond",
+    "scratchgpt.cli.chat",
+    "scratchgpt.cli.evaluate",
     "scratchgpt.cli.download",
     "scratchgpt.cli.info",
 ]

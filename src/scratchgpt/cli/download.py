@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Afterwards NAME works wherever a model path does. Interrupted downloads resume."
         ),
     )
-    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(NAMES)} (hub names such as gpt2 work too)")
+    p.add_argument(
+        "name", metavar="NAME", help=f"one of: {', '.join(NAMES)} (hub names such as gpt2 work too)"
+    )
     p.add_argument("--dir", default=None, help="download into this folder instead of the cache")
     p.add_argument("--force", action="store_true", help="download again even if already complete")
     p.set_defaults(func=run)

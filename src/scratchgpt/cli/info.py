@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", metavar="NAME", help="a config preset, e.g. gpt2-small, mini, tiny")
+    src.add_argument(
+        "--preset", metavar="NAME", help="a config preset, e.g. gpt2-small, mini, tiny"
+    )
     src.add_argument(
         "--checkpoint",
         metavar="PATH",
@@ -89,7 +91,11 @@ def _checkpoint_info(name_or_path: str) -> tuple[Any, dict[str, Any]]:
             from scratchgpt.tokenizers import load_tokenizer
 
             tok = load_tokenizer(tok_path)
-            extra["tokenizer"] = {"name": tok.name, "vocab_size": tok.vocab_size, "file": str(tok_path)}
+            extra["tokenizer"] = {
+                "name": tok.name,
+                "vocab_size": tok.vocab_size,
+                "file": str(tok_path),
+            }
         else:
             extra["tokenizer"] = None
     if weights.is_file():
@@ -112,7 +118,9 @@ def format_text(info: dict[str, Any]) -> str:
     """The human-readable report."""
     lines = []
     src = info["source"]
-    lines.append(f"preset: {src['preset']}" if "preset" in src else f"checkpoint: {src['checkpoint']}")
+    lines.append(
+        f"preset: {src['preset']}" if "preset" in src else f"checkpoint: {src['checkpoint']}"
+    )
     if "format" in info:
         lines.append(f"format: {info['format']}")
     lines.append("")

@@ -19,20 +19,28 @@ def flag_name(section: str, name: str) -> str:
     return "--" + _FLAG_NAMES.get((section, name), name).replace("_", "-")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, defaulting to 'not given' so presets and files stay in force."""
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    sections: tuple[str, ...] = ("model", "data", "train"),
+    *,
+    defaults: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> None:
+    """One flag per field of the given RunConfig sections, defaulting to 'not given' so presets
+    and files stay in force. The fine-tuning commands reuse it for the training section, so every
+    training command spells its loop flags the same way; ``defaults`` only changes the help text."""
     titles = {"model": "model (GPT preset and overrides)", "data": "data", "train": "training"}
-    for section, klass in SECTIONS.items():
-        group = parser.add_argument_group(titles[section])
+    for section in sections:
+        klass = SECTIONS[section]
+        group = parser.add_argument_group(title or titles[section])
         types = field_types(klass)
         for f in dataclasses.fields(klass):
             base, optional = types[f.name]
             dest = f"cfg__{section}__{f.name}"
-            kwargs: dict[str, Any] = {
-                "dest": dest,
-                "default": argparse.SUPPRESS,
-                "help": f.metadata["help"],
-            }
+            help_text = f.metadata["help"]
+            if defaults is not None:
+                help_text += f" (default: {defaults.get(f.name, f.default)})"
+            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
             if base is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:

@@ -1,4 +1,5 @@
-"""Data for pretraining: sliding-window datasets, token shards, corpus preparation, sources.
+"""Data: sliding windows and token shards for pretraining, labelled texts for classification,
+instruction records for fine-tuning, and the bundled or downloadable sources.
 
 Names are imported lazily so that ``scratchgpt.data.sources`` (and the tokenizing worker
 processes of ``prepare``) do not pay for importing torch.
@@ -31,11 +32,23 @@ _EXPORTS = {
     "load_text": "sources",
     "Source": "sources",
     "SOURCES": "sources",
+    "read_sms_spam": "classification",
+    "spam_splits": "classification",
+    "load_labelled": "classification",
+    "ClassificationDataset": "classification",
+    "load_instruction_records": "instructions",
+    "load_preference_records": "instructions",
+    "split_records": "instructions",
+    "format_input": "instructions",
+    "InstructionDataset": "instructions",
+    "custom_collate_fn": "instructions",
 }
 
 __all__ = [
     "SOURCES",
+    "ClassificationDataset",
     "GPTDatasetV1",
+    "InstructionDataset",
     "PrepareResult",
     "ShardDataset",
     "ShardHeader",
@@ -45,14 +58,22 @@ __all__ = [
     "create_dataloader",
     "create_dataloader_v1",
     "create_shard_dataloader",
+    "custom_collate_fn",
     "download",
     "dtype_for_vocab",
+    "format_input",
     "get_path",
+    "load_instruction_records",
+    "load_labelled",
+    "load_preference_records",
     "load_shard",
     "load_text",
     "prepare",
     "read_shard_header",
+    "read_sms_spam",
     "shard_paths",
+    "spam_splits",
+    "split_records",
     "tokenize_text",
     "write_shard",
 ]

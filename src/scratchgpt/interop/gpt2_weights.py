@@ -165,9 +165,15 @@ def hf_plan(cfg: GPTConfig, prefix: str = "transformer.") -> list[TensorMap]:
     for i in range(cfg.n_layers):
         h, b = f"{p}h.{i}.", f"trf_blocks.{i}."
         for k, name in enumerate(("W_query", "W_key", "W_value")):
-            plan.append(TensorMap(f"{b}att.{name}.weight", f"{h}attn.c_attn.weight", (e, 3 * e), _cols_t(k, e)))
+            plan.append(
+                TensorMap(
+                    f"{b}att.{name}.weight", f"{h}attn.c_attn.weight", (e, 3 * e), _cols_t(k, e)
+                )
+            )
             if cfg.qkv_bias:
-                plan.append(TensorMap(f"{b}att.{name}.bias", f"{h}attn.c_attn.bias", (3 * e,), _part(k, e)))
+                plan.append(
+                    TensorMap(f"{b}att.{name}.bias", f"{h}attn.c_attn.bias", (3 * e,), _part(k, e))
+                )
         plan += [
             TensorMap(f"{b}att.out_proj.weight", f"{h}attn.c_proj.weight", (e, e), _t),
             TensorMap(f"{b}att.out_proj.bias", f"{h}attn.c_proj.bias", (e,)),
@@ -222,7 +228,9 @@ def load_hf_gpt2(
     source = SafetensorsSource(_hf_weight_files(weights), zero_copy=False)
     names = source.names()
     prefix = "transformer." if any(n.startswith("transformer.") for n in names) else ""
-    return _load_with_plan(cfg, source, hf_plan(cfg, prefix), _hf_ignore(cfg.tie_weights), device, dtype)
+    return _load_with_plan(
+        cfg, source, hf_plan(cfg, prefix), _hf_ignore(cfg.tie_weights), device, dtype
+    )
 
 
 def _load_with_plan(
@@ -234,7 +242,9 @@ def _load_with_plan(
     dtype: torch.dtype | None,
 ) -> GPTModel:
     pos_name = next(m.source for m in plan if m.target == "pos_emb.weight")
-    check_source(source, plan, ignore=ignore, position_table=pos_name, context_length=cfg.context_length)
+    check_source(
+        source, plan, ignore=ignore, position_table=pos_name, context_length=cfg.context_length
+    )
     return materialize(meta_model(cfg), source, plan, device=device, dtype=dtype)
 
 
@@ -328,7 +338,9 @@ def load_book_state_dict(
             except Exception as e:
                 raise CheckpointError(f"corrupt or truncated: {p} ({e})") from None
         except Exception as e:
-            raise CheckpointError(f"{p}: cannot read it as a weights-only state dict ({e})") from None
+            raise CheckpointError(
+                f"{p}: cannot read it as a weights-only state dict ({e})"
+            ) from None
         if not isinstance(sd, Mapping):
             raise CheckpointError(f"{p}: holds a {type(sd).__name__}, expected a state dict")
         # The loaded dict is ours alone, so its tensors can become the parameters as they are.
@@ -341,7 +353,13 @@ def load_book_state_dict(
     def ignore(name: str) -> bool:
         return bool(_BOOK_MASK.match(name)) or (cfg.tie_weights and name == "out_head.weight")
 
-    check_source(source, plan, ignore=ignore, position_table="pos_emb.weight", context_length=cfg.context_length)
+    check_source(
+        source,
+        plan,
+        ignore=ignore,
+        position_table="pos_emb.weight",
+        context_length=cfg.context_length,
+    )
     return materialize(model, source, plan, device=device, dtype=dtype)
 
 
@@ -434,7 +452,9 @@ class _OpenAIParams(Mapping):
 
 def _hparam(hparams: Mapping[str, Any], key: str) -> int:
     if key not in hparams:
-        raise CheckpointError(f"hparams.json: missing {key!r} (expected n_vocab, n_ctx, n_embd, n_head, n_layer)")
+        raise CheckpointError(
+            f"hparams.json: missing {key!r} (expected n_vocab, n_ctx, n_embd, n_head, n_layer)"
+        )
     return hparams[key]
 
 
@@ -464,7 +484,9 @@ def gpt2_from_openai_params(
     )
     mapped = _OpenAIParams(params)
     source = DictSource(
-        mapped, "OpenAI checkpoint", display=lambda n: mapped.hf_to_openai.get(n) or hf_to_openai_name(n)
+        mapped,
+        "OpenAI checkpoint",
+        display=lambda n: mapped.hf_to_openai.get(n) or hf_to_openai_name(n),
     )
     return _load_with_plan(cfg, source, hf_plan(cfg, prefix=""), lambda n: False, device, dtype)
 
@@ -519,4 +541,6 @@ def load_openai_tf_gpt2(
     if ckpt is None:
         raise CheckpointError(f"{folder}: no TensorFlow checkpoint (model.ckpt.*) found")
     hparams = read_json(folder / "hparams.json")
-    return gpt2_from_openai_params(_TFCheckpointVariables(tf, ckpt), hparams, device=device, dtype=dtype)
+    return gpt2_from_openai_params(
+        _TFCheckpointVariables(tf, ckpt), hparams, device=device, dtype=dtype
+    )

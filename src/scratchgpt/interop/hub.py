@@ -198,4 +198,3 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
     marker = {"repo": repo, "revision": info.sha, "sha256": expected, "files": list(DOWNLOAD_FILES)}
     atomic_write_json(target / MARKER_FILE, marker)
     return target
-

@@ -81,9 +81,13 @@ class MultiHeadAttention(nn.Module):
         else:
             p = self.dropout.p if self.training else 0.0
             if allowed is not None:
-                context = F.scaled_dot_product_attention(queries, keys, values, allowed, dropout_p=p)
+                context = F.scaled_dot_product_attention(
+                    queries, keys, values, allowed, dropout_p=p
+                )
             elif t == s:
-                context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)
+                context = F.scaled_dot_product_attention(
+                    queries, keys, values, dropout_p=p, is_causal=True
+                )
             elif t == 1:
                 # One new token sees every cached key: no mask needed.
                 context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)

@@ -167,7 +167,9 @@ class GPTModel(nn.Module):
         so rows of padding queries are never empty (their outputs are ignored anyway)."""
         s = past + t
         if attention_mask.shape[-1] != s:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}")
+            raise ValueError(
+                f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}"
+            )
         mask = self.trf_blocks[0].att.mask
         causal = ~mask[past:s, :s]  # (T, S)
         allowed = causal[None, None] & attention_mask[:, None, None, :].bool()

@@ -30,7 +30,9 @@ class KVCache:
         self.pos = 0  # number of positions already filled (same for every layer after a forward)
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int | None = None) -> KVCache:
+    def for_model(
+        cls, model: torch.nn.Module, batch_size: int, max_len: int | None = None
+    ) -> KVCache:
         """A cache sized for ``model`` (a GPTModel); max_len defaults to its context length."""
         cfg = model.cfg
         p = next(model.parameters())
@@ -47,11 +49,15 @@ class KVCache:
             dtype=dtype,
         )
 
-    def update(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store new (B, H, T, hd) keys/values at the current position; return all (B, H, S, hd)."""
         end = self.pos + keys.shape[2]
         if end > self.max_len:
-            raise ValueError(f"KV cache is full: {end} positions requested, room for {self.max_len}")
+            raise ValueError(
+                f"KV cache is full: {end} positions requested, room for {self.max_len}"
+            )
         self.keys[layer_idx, :, :, self.pos : end] = keys
         self.values[layer_idx, :, :, self.pos : end] = values
         return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]

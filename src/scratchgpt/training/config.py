@@ -380,3 +380,18 @@ def _validate(obj: Any, section: str) -> None:
         if choices and value is not None and value not in choices:
             raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
         object.__setattr__(obj, f.name, value)
+
+
+# Instruction fine-tuning: the book's section 7.6 loop settings; the rest is TrainConfig's default.
+BOOK_CH7_TRAIN: dict[str, Any] = {
+    "lr": 5e-5,
+    "weight_decay": 0.1,
+    "max_epochs": 2,
+    "batch_size": 8,
+    "eval_interval": 5,
+    "eval_batches": 5,
+    "eval_at_start": True,
+    "sample_interval": 5,
+    "sample_tokens": 50,
+    "keep_last": 1,
+}

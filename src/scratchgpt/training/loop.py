@@ -481,6 +481,11 @@ def train(
             parts.append(f"Train loss {metrics['eval_train_loss']:.3f},")
         if "val_loss" in metrics:
             parts.append(f"Val loss {metrics['val_loss']:.3f}")
+        # Tasks with an accuracy metric (classification) show it too, as the book prints it.
+        for key, label in (("eval_train_accuracy", "Train acc"), ("val_accuracy", "Val acc")):
+            if key in metrics:
+                parts[-1] = parts[-1].rstrip(",") + ","
+                parts.append(f"{label} {metrics[key] * 100:.2f}%")
         return " ".join(parts).rstrip(",")
 
     status = "completed"

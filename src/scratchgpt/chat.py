@@ -1,0 +1,93 @@
+"""A multi-turn chat with an instruction-tuned model, in its checkpoint's prompt style.
+
+Each turn is formatted as one instruction example (the user's message is the instruction) and
+earlier turns are kept before it, oldest dropped first, so the prompt plus the reply always fit
+in the model's context window. Replies stream token by token and stop at <|endoftext|> or where
+the model starts a new user turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from scratchgpt.data.instructions import DEFAULT_STYLE, get_prompt_style
+
+TURN_SEPARATOR = "\n\n"
+
+
+@dataclass
+class ChatSession:
+    """Chat state: the model, its prompt style, generation options and the history of turns."""
+
+    model: nn.Module
+    tokenizer: Any
+    style: str = DEFAULT_STYLE
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._style = get_prompt_style(self.style)
+        ctx = getattr(getattr(self.model, "cfg", None), "context_length", None)
+        self.context_length = int(ctx) if ctx else 1024
+        # Keep room for at least a few prompt tokens however long the replies may be.
+        self.max_new_tokens = max(1, min(self.max_new_tokens, self.context_length - 8))
+
+    def _turn(self, user: str, reply: str | None) -> str:
+        entry = {"instruction": user, "input": "", "output": reply or ""}
+        return self._style.prompt(entry) + (reply if reply is not None else "")
+
+    def build_prompt(self, message: str) -> str:
+        """The prompt for ``message``: as many recent turns as fit, then the new one."""
+        budget = self.context_length - self.max_new_tokens
+        current = self._turn(message, None)
+        parts = [current]
+        used = len(self.tokenizer.encode(current))
+        for user, reply in reversed(self.history):
+            text = self._turn(user, reply) + TURN_SEPARATOR
+            n = len(self.tokenizer.encode(text))
+            if used + n > budget:
+                break
+            parts.insert(0, text)
+            used += n
+        return "".join(parts)
+
+    def prompt_tokens(self, message: str) -> int:
+        """Tokens in the prompt ``build_prompt(message)`` gives."""
+        return len(self.tokenizer.encode(self.build_prompt(message)))
+
+    def stream(self, message: str) -> Iterator[str]:
+        """Yield the reply to ``message`` piece by piece; the turn joins the history at the end."""
+        from scratchgpt.generation import stream_generate
+
+        prompt = self.build_prompt(message)
+        pieces: list[str] = []
+        for piece in stream_generate(
+            self.model,
+            self.tokenizer,
+            prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop_strings=[self._style.turn_start],
+        ):
+            pieces.append(piece)
+            yield piece
+        self.history.append((message, "".join(pieces).strip()))
+
+    def reply(self, message: str) -> str:
+        """The whole reply to ``message`` (the history is updated)."""
+        return "".join(self.stream(message)).strip()
+
+    def reset(self) -> None:
+        """Forget the history."""
+        self.history.clear()

@@ -1,0 +1,369 @@
+"""Classification fine-tuning: head, last-real-token selection, metrics, the CLI end to end, and
+every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scratchgpt.checkpoints import read_manifest, save_checkpoint
+from scratchgpt.cli import main
+from scratchgpt.config import GPTConfig
+from scratchgpt.errors import CheckpointError, ConfigError, DataError
+from scratchgpt.model import GPTModel
+from scratchgpt.tasks.classify import (
+    Classifier,
+    ClassifyConfig,
+    classification_metrics,
+    classifier_logits,
+    classify,
+    last_token_index,
+    load_classifier,
+    make_classifier,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def tiny_classifier(num_classes: int = 2, seed: int = 0) -> GPTModel:
+    torch.manual_seed(seed)
+    model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=100))
+    return make_classifier(model, num_classes, trainable="all").eval()
+
+
+def test_head_and_trainable_parts():
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=100, tie_weights=True))
+    make_classifier(model, 3)
+    assert model.out_head.weight.shape == (3, 32) and model.out_head.bias is not None
+    assert model.cfg.tie_weights is False  # the head is no longer the embedding
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith(("trf_blocks.1.", "final_norm.", "out_head."))
+    }
+    head_only = make_classifier(
+        GPTModel(GPTConfig.from_preset("tiny", vocab_size=100)), 2, trainable="head"
+    )
+    assert {n for n, p in head_only.named_parameters() if p.requires_grad} == {
+        "out_head.weight",
+        "out_head.bias",
+    }
+    two = make_classifier(
+        GPTModel(GPTConfig.from_preset("tiny", vocab_size=100)), 2, train_blocks=2
+    )
+    assert all(p.requires_grad for p in two.trf_blocks.parameters())
+    assert not two.tok_emb.weight.requires_grad
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        make_classifier(GPTModel(GPTConfig.from_preset("tiny", vocab_size=100)), 1)
+    with pytest.raises(ConfigError, match="train_blocks"):
+        make_classifier(GPTModel(GPTConfig.from_preset("tiny", vocab_size=100)), 2, train_blocks=3)
+
+
+def test_last_real_token_with_padding_on_both_sides():
+    model = tiny_classifier()
+    a, b = [5, 6, 7, 8], [9, 10]
+    alone_a = classifier_logits(model, torch.tensor([a]))
+    alone_b = classifier_logits(model, torch.tensor([b]))
+    pad = 0
+    ids = torch.tensor(
+        [[*a, pad, pad], b + [pad] * 4, [pad, pad, *a], [pad] * 4 + b, [pad] + b + [pad] * 3]
+    )
+    mask = (torch.arange(6) >= 0).repeat(5, 1).long()
+    mask[0, 4:] = 0
+    mask[1, 2:] = 0
+    mask[2, :2] = 0
+    mask[3, :4] = 0
+    mask[4] = torch.tensor([0, 1, 1, 0, 0, 0])
+    assert last_token_index(mask).tolist() == [3, 1, 5, 5, 2]
+    out = classifier_logits(model, ids, mask)
+    for row, ref in zip(out, [alone_a, alone_b, alone_a, alone_b, alone_b], strict=True):
+        torch.testing.assert_close(row, ref[0], atol=1e-5, rtol=1e-5)
+    # Right padding only: the same logits as the unpadded texts, with no attention mask needed.
+    right = classifier_logits(model, ids[:2], mask[:2])
+    torch.testing.assert_close(right, torch.cat([alone_a, alone_b]), atol=1e-5, rtol=1e-5)
+    # Without a mask: the last position (the book's choice).
+    torch.testing.assert_close(classifier_logits(model, ids[:1]), model(ids[:1])[:, -1])
+    with pytest.raises(DataError, match="no real tokens"):
+        classifier_logits(model, ids[:1], torch.zeros(1, 6, dtype=torch.long))
+
+
+def test_metrics():
+    m = classification_metrics([0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 0, 2], ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(2 / 3),
+        "support": 3,
+    }
+    assert m["per_class"]["a"]["precision"] == 0.5 and m["per_class"]["c"]["f1"] == 1.0
+    empty = classification_metrics([0, 0], [0, 0], ["a", "b"])
+    assert empty["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_config_needs_one_start_model():
+    with pytest.raises(ConfigError, match="exactly one starting model"):
+        ClassifyConfig()
+    with pytest.raises(ConfigError, match="exactly one"):
+        ClassifyConfig(checkpoint="a", gpt2="gpt2-small")
+    with pytest.raises(ConfigError, match="LoRA targets"):
+        ClassifyConfig(random_init="tiny", lora_targets=["nope"])
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a tiny pretrained-style checkpoint -> finetune-classifier -> classify
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tmp_path_factory):
+    from scratchgpt.tokenizers import get_tokenizer
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig.from_preset("tiny", context_length=128))
+    path = tmp_path_factory.mktemp("base") / "ckpt"
+    save_checkpoint(path, model, get_tokenizer("gpt2"), metadata={"task": "pretrain"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def spam_run(base_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "spam"
+    argv = ["finetune-classifier", "--checkpoint", str(base_ckpt), "--data", "spam", "--out", str(out),
+            "--max-steps", "3", "--eval-batches", "1", "--no-progress", "--lr", "1e-3"]  # fmt: skip
+    return out, argv
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_bundled_spam(spam_run, capsys):
+    out, argv = spam_run
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "1,045 train / 149 validation / 300 test" in text
+    assert "padded/truncated to 120 tokens" in text
+    assert "test: accuracy" in text and "confusion matrix" in text
+    assert "Val acc" in text  # the loop's evaluation line shows the accuracy
+    report = json.loads((out / "classification_report.json").read_text())
+    assert report["sizes"] == {"train": 1045, "val": 149, "test": 300}
+    assert report["test"]["n"] == 300 and sum(map(sum, report["test"]["confusion_matrix"])) == 300
+    assert report["steps"] == 3
+    for name in ("loss.png", "accuracy.png", "metrics.jsonl", "run.json", "finetune.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "val_accuracy" in records[-1] and "eval_train_accuracy" in records[-1]
+    meta = read_manifest(out / "checkpoints" / "step-000003")["metadata"]
+    assert meta["task"] == "classify" and meta["label_names"] == ["ham", "spam"]
+    assert meta["num_classes"] == 2 and meta["max_length"] == 120 and meta["pad_token_id"] == 50256
+
+    assert (
+        main(["classify", "--checkpoint", str(out), "WINNER! Claim your prize now", "see you soon"])
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    label, prob, txt = lines[0].split("\t")
+    assert (
+        label in ("ham", "spam")
+        and 0.5 <= float(prob) <= 1
+        and txt == "WINNER! Claim your prize now"
+    )
+
+    # Python API: the same predictions from the folder and from a loaded Classifier.
+    clf = load_classifier(out)
+    assert isinstance(clf, Classifier) and clf.label_names == ["ham", "spam"]
+    preds = classify(out, ["WINNER! Claim your prize now", "see you soon"])
+    again = classify(clf, ["WINNER! Claim your prize now", "see you soon"])
+    assert [p.label for p in preds] == [line.split("\t")[0] for line in lines]
+    for p, q in zip(preds, again, strict=True):
+        assert p.probability == pytest.approx(q.probability)
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+
+    # --resume continues the same run from its checkpoint.
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--out",
+                str(out),
+                "--resume",
+                "--max-steps",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "resuming from step-000003" in capsys.readouterr().out
+    assert json.loads((out / "classification_report.json").read_text())["steps"] == 4
+
+
+def test_classify_file_with_labels(spam_run, tmp_path, capsys):
+    out, argv = spam_run
+    if not (out / "checkpoints").is_dir():
+        assert main(argv) == 0
+    f = tmp_path / "m.tsv"
+    f.write_text("text\tlabel\nhello there\tham\nFREE entry now\tspam\n", "utf-8")
+    assert (
+        main(
+            [
+                "classify",
+                "--checkpoint",
+                str(out),
+                "--file",
+                str(f),
+                "--text-column",
+                "text",
+                "--label-column",
+                "label",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    rows = [json.loads(x) for x in captured.out.splitlines()]
+    assert [r["text"] for r in rows] == ["hello there", "FREE entry now"]
+    assert "accuracy:" in captured.err
+    # Labels not in the classifier's label set.
+    f.write_text("text\tlabel\nhello there\tham\nbuy now\tjunk\n", "utf-8")
+    assert (
+        main(
+            [
+                "classify",
+                "--checkpoint",
+                str(out),
+                "--file",
+                str(f),
+                "--text-column",
+                "text",
+                "--label-column",
+                "label",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "label 'junk'" in err and "['ham', 'spam']" in err
+    # Plain text file: one text per line; an empty line is refused.
+    t = tmp_path / "m.txt"
+    t.write_text("first\n\nthird\n", "utf-8")
+    assert main(["classify", "--checkpoint", str(out), "--file", str(t)]) == 2
+    assert "line 2: empty line" in capsys.readouterr().err
+
+
+def test_classify_bad_inputs(spam_run, base_ckpt, capsys):
+    out, argv = spam_run
+    if not (out / "checkpoints").is_dir():
+        assert main(argv) == 0
+    clf = load_classifier(out)
+    with pytest.raises(DataError, match="text 2 is empty"):
+        classify(clf, ["fine", "   "])
+    with pytest.warns(UserWarning, match="longer than the classifier's 120 tokens"):
+        (p,) = classify(clf, ["spam " * 300])
+    assert p.label in ("ham", "spam")
+    # A language model is not a classifier.
+    with pytest.raises(CheckpointError, match="not a classifier"):
+        load_classifier(base_ckpt)
+    assert main(["classify", "--checkpoint", str(base_ckpt), "hello"]) == 2
+    assert "not a classifier" in capsys.readouterr().err
+    assert main(["classify", "--checkpoint", str(out)]) == 2
+    assert "no texts" in capsys.readouterr().err
+
+
+def test_finetune_bad_data(base_ckpt, tmp_path, capsys):
+    def run(data: str, *extra: str) -> str:
+        code = main(["finetune-classifier", "--checkpoint", str(base_ckpt), "--data", data, "--out",
+                     str(tmp_path / "r"), "--overwrite", "--max-steps", "1", "--no-progress", *extra])  # fmt: skip
+        assert code == 2
+        return capsys.readouterr().err
+
+    f = tmp_path / "d.csv"
+    f.write_text("message,category\nhi,a\nbye,b\n", "utf-8")
+    err = run(str(f))
+    assert "missing column(s) ['text', 'label']" in err and "['message', 'category']" in err
+    f.write_text("text,label\n" + "hi,a\n" * 20, "utf-8")
+    assert "at least two classes" in run(str(f))
+    f.write_text("text,label\nhi,a\n,b\n", "utf-8")
+    assert "line 3: empty text" in run(str(f))
+    f.write_text("text,label\nhi,a\nyo,c\n", "utf-8")
+    assert "label 'c' is not in the given label set" in run(str(f), "--labels", "a,b")
+    assert "exactly one starting model" in run("spam", "--gpt2", "gpt2-small")
+
+
+def test_lora_cli_three_classes_and_merge(tmp_path, capsys):
+    rows = [
+        ("good film loved it", "pos"),
+        ("bad film hated it", "neg"),
+        ("it was a film", "mid"),
+    ] * 8
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps({"review": t, "y": y}) + "\n" for t, y in rows), "utf-8")
+    out = tmp_path / "lora"
+    code = main(["finetune-classifier", "--random-init", "tiny", "--data", str(f), "--text-column", "review",
+                 "--label-column", "y", "--trainable", "lora", "--lora-rank", "2", "--out", str(out),
+                 "--max-steps", "2", "--batch-size", "4", "--no-progress", "--no-plot", "--lr", "1e-2"])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "16 train / 2 validation / 6 test" in text and "trainable: lora (rank 2" in text
+    assert (out / "adapters.safetensors").is_file()
+    merged = load_classifier(out)
+    unmerged = load_classifier(out, merge=False)
+    assert merged.label_names == ["mid", "neg", "pos"]
+    from scratchgpt.model.lora import has_lora
+
+    assert has_lora(unmerged.model) and not has_lora(merged.model)
+    texts = ["good film", "bad film", "a film"]
+    for p, q in zip(classify(merged, texts), classify(unmerged, texts), strict=True):
+        assert p.label == q.label
+        assert p.probability == pytest.approx(q.probability, abs=1e-5)
+
+
+def test_start_from_gpt2_folder(tmp_path, capsys, monkeypatch):
+    from scratchgpt.interop.gpt2_weights import save_hf_gpt2
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig.from_preset("tiny", qkv_bias=True, tie_weights=True))
+    save_hf_gpt2(model, tmp_path / "hf")
+    f = tmp_path / "d.tsv"
+    f.write_text(
+        "text\tlabel\n" + "".join(f"message {i}\t{'ab'[i % 2]}\n" for i in range(20)), "utf-8"
+    )
+    out = tmp_path / "run"
+    args = ["finetune-classifier", "--gpt2", str(tmp_path / "hf"), "--data", str(f), "--out", str(out),
+            "--max-steps", "1", "--no-progress", "--no-plot"]  # fmt: skip
+    assert main(args) == 0
+    assert "model: GPT-2 " in capsys.readouterr().out
+    clf = load_classifier(out)
+    assert clf.model.cfg.qkv_bias and not clf.model.cfg.tie_weights
+    assert clf.label_names == ["a", "b"]
+    # A GPT-2 name that is not downloaded: the interop error, which says how to get it.
+    monkeypatch.setenv("SCRATCHGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args[2] = "gpt2-small"
+    assert main([*args, "--overwrite"]) == 2
+    assert "gpt2-small is not downloaded" in capsys.readouterr().err
+
+
+def test_load_checkpoint_refuses_a_classifier_with_a_pointer(tmp_path):
+    """load_checkpoint builds a token head; a classifier folder gets a message naming the way in."""
+    from scratchgpt.checkpoints import load_checkpoint, save_checkpoint
+    from scratchgpt.config import GPTConfig
+    from scratchgpt.errors import CheckpointError
+    from scratchgpt.model import GPTModel
+    from scratchgpt.tasks.classify import classifier_metadata, make_classifier
+
+    torch.manual_seed(0)
+    model = make_classifier(GPTModel(GPTConfig.from_preset("tiny")), 2, trainable="all")
+    meta = classifier_metadata(["ham", "spam"], 16, 50256, trainable="all")
+    save_checkpoint(tmp_path / "clf", model, metadata=meta)
+    with pytest.raises(
+        CheckpointError, match=r"classifier checkpoint \(labels \['ham', 'spam'\]\)"
+    ):
+        load_checkpoint(tmp_path / "clf")

@@ -1,0 +1,147 @@
+"""LoRA (appendix E): initial equivalence, merging, trainable counts, adapter files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from scratchgpt.config import GPTConfig
+from scratchgpt.errors import CheckpointError, ConfigError
+from scratchgpt.model import GPTModel
+from scratchgpt.model.lora import (
+    LinearWithLoRA,
+    LoRALayer,
+    apply_lora,
+    count_trainable,
+    has_lora,
+    load_lora_adapters,
+    lora_state_dict,
+    merge_lora,
+    read_adapter_header,
+    replace_linear_with_lora,
+    save_lora_adapters,
+)
+from scratchgpt.tasks.classify import make_classifier
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def tiny(seed: int = 0) -> GPTModel:
+    torch.manual_seed(seed)
+    return GPTModel(GPTConfig.from_preset("tiny", vocab_size=100)).eval()
+
+
+def test_lora_layer_init_and_scaling():
+    layer = LoRALayer(6, 4, rank=2, alpha=8)
+    assert layer.A.shape == (6, 2) and layer.B.shape == (2, 4)
+    assert torch.all(layer.B == 0) and layer.A.abs().sum() > 0
+    bound = 1 / 6**0.5  # kaiming_uniform with a=sqrt(5) on fan_in 2... as nn.Linear: 1/sqrt(fan)
+    assert layer.A.abs().max() <= max(bound, 1 / 2**0.5) + 1e-6
+    with torch.no_grad():
+        layer.B.fill_(1.0)
+    x = torch.randn(3, 6)
+    assert torch.allclose(layer(x), 4.0 * (x @ layer.A @ layer.B))
+    with pytest.raises(ConfigError):
+        LoRALayer(2, 2, rank=0, alpha=1)
+
+
+def test_output_at_init_equals_base_model():
+    base = tiny()
+    ids = torch.randint(0, 100, (2, 7))
+    expected = base(ids)
+    n = apply_lora(base, rank=4, alpha=8)
+    assert n == 2 * 6 + 1  # q, k, v, out_proj, 2 feed-forward layers per block, the head
+    assert torch.equal(base(ids), expected)
+
+
+def test_merged_equals_unmerged():
+    model = tiny()
+    apply_lora(model, rank=3, alpha=6)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALayer):
+                m.B.normal_(0, 0.5)
+    ids = torch.randint(0, 100, (2, 9))
+    before = model(ids)
+    assert not torch.allclose(before, tiny()(ids), atol=1e-3)
+    assert merge_lora(model) == 13
+    assert not has_lora(model)
+    assert all(type(m) is not LinearWithLoRA for m in model.modules())
+    torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+
+
+def test_book_trainable_count_gpt2_small():
+    # Built on the meta device: the count needs shapes, not 163M initialised numbers.
+    with torch.device("meta"):
+        # OpenAI's GPT-2 small, as the book loads it: qkv_bias=True.
+        model = GPTModel(GPTConfig.from_preset("gpt2-small", qkv_bias=True))
+        make_classifier(model, 2, trainable="all")
+        before = count_trainable(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        replace_linear_with_lora(model, rank=16, alpha=16)
+    assert before == 124_441_346  # the book: 124,441,346 trainable before LoRA (section E.4)
+    assert count_trainable(model) == 2_666_528
+
+
+def test_targets_and_freezing():
+    model = tiny()
+    make_classifier(model, 3, trainable="lora", lora_rank=2, lora_targets=["attention"])
+    att = sum(isinstance(m, LinearWithLoRA) for m in model.modules())
+    assert att == 4 * 2
+    # Without LoRA on it, the new head is trained fully.
+    assert model.out_head.weight.requires_grad and model.out_head.bias.requires_grad
+    expected = 8 * 2 * (32 + 32) + 3 * 32 + 3
+    assert count_trainable(model) == expected
+    model2 = tiny()
+    make_classifier(model2, 2, trainable="lora", lora_rank=2)
+    assert isinstance(model2.out_head, LinearWithLoRA)
+    assert not model2.out_head.linear.weight.requires_grad
+    with pytest.raises(ConfigError, match="choose from"):
+        apply_lora(tiny(), targets=["embeddings"])
+
+
+def test_adapters_save_and_load(tmp_path):
+    model = tiny()
+    make_classifier(model, 2, trainable="lora", lora_rank=2, lora_alpha=4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALayer):
+                m.B.normal_()
+    path = save_lora_adapters(
+        model,
+        tmp_path / "a.safetensors",
+        extra=["out_head.linear.weight", "out_head.linear.bias"],
+        metadata={"labels": ["x", "y"]},
+    )
+    header = read_adapter_header(path)
+    assert header == {"rank": 2, "alpha": 4.0, "metadata": {"labels": ["x", "y"]}}
+    ids = torch.randint(0, 100, (2, 5))
+    expected = model(ids)
+
+    other = tiny()  # the same base weights (same seed), fresh adapters and head
+    make_classifier(other, 2, trainable="lora", lora_rank=2, lora_alpha=4)
+    assert not torch.allclose(other(ids), expected)
+    load_lora_adapters(other, path)
+    torch.testing.assert_close(other(ids), expected)
+    assert len(lora_state_dict(other)) == 2 * 13
+
+    with pytest.raises(FileExistsError):
+        save_lora_adapters(model, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_lora_adapters(tiny(), path)
+    wrong_rank = tiny()
+    make_classifier(wrong_rank, 2, trainable="lora", lora_rank=3)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_lora_adapters(wrong_rank, path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_lora_adapters(other, bad)
+    with pytest.raises(ConfigError, match="no LoRA layers"):
+        save_lora_adapters(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x.safetensors")
