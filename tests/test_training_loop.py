@@ -216,6 +216,9 @@ def test_checkpoint_folder_loads_as_a_model(full_run):
     # A run folder works wherever a checkpoint does: it means the newest complete checkpoint.
     from_run = load_checkpoint(full_run)
     assert from_run.path == loaded.path and from_run.metadata["step"] == 12
+    from scratchgpt.cli import main
+
+    assert main(["info", "--checkpoint", str(full_run), "--json"]) == 0
 
 
 def test_metrics_and_run_json(full_run):

@@ -649,6 +649,20 @@ def locate_checkpoint(path: PathLike) -> tuple[Path, Path, dict[str, Any]]:
     return folder, weights, raw
 
 
+def resolve_checkpoint_path(path: PathLike) -> Path:
+    """What a user may name as a checkpoint, as a path: a known model name (gpt2-small, ...)
+    becomes its download-cache folder, a training run folder its newest complete checkpoint."""
+    p = Path(path)
+    if not p.exists():
+        from scratchgpt.interop.hub import resolve_model_path
+
+        p = resolve_model_path(str(path))
+    is_run_folder = (p / CHECKPOINTS_DIR).is_dir() or (p / LATEST_FILE).is_file()
+    if p.is_dir() and not (p / CONFIG_FILE).is_file() and is_run_folder:
+        p = resolve_checkpoint(p)
+    return p
+
+
 def load_checkpoint(
     path: PathLike,
     *,
@@ -658,14 +672,7 @@ def load_checkpoint(
     """Load a scratchgpt checkpoint folder, a Hugging Face GPT-2 folder, or a .safetensors file
     with config.json beside it (which one is told by config.json); a known model name such as
     ``gpt2-small`` is looked up in the download cache. The model is returned in eval mode."""
-    p = Path(path)
-    if not p.exists():
-        from scratchgpt.interop.hub import resolve_model_path
-
-        p = resolve_model_path(str(path))
-    is_run_folder = (p / CHECKPOINTS_DIR).is_dir() or (p / LATEST_FILE).is_file()
-    if p.is_dir() and not (p / CONFIG_FILE).is_file() and is_run_folder:
-        p = resolve_checkpoint(p)  # a training run folder: its newest complete checkpoint
+    p = resolve_checkpoint_path(path)
     folder, weights, raw = locate_checkpoint(p)
 
     if "model_type" in raw:

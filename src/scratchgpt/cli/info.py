@@ -66,11 +66,15 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _checkpoint_info(name_or_path: str) -> tuple[Any, dict[str, Any]]:
-    from scratchgpt.checkpoints import TOKENIZER_FILE, locate_checkpoint, read_manifest
+    from scratchgpt.checkpoints import (
+        TOKENIZER_FILE,
+        locate_checkpoint,
+        read_manifest,
+        resolve_checkpoint_path,
+    )
     from scratchgpt.config import GPTConfig
-    from scratchgpt.interop.hub import resolve_model_path
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_checkpoint_path(name_or_path)
     folder, weights, raw = locate_checkpoint(path)
     extra: dict[str, Any] = {"source": {"checkpoint": str(path)}}
     if "model_type" in raw:
