@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
+from pathlib import Path
 
 # Must be set before `tokenizers` starts its thread pool.
 os.environ["RAYON_NUM_THREADS"] = "1"
@@ -58,6 +60,26 @@ def corpus(target_bytes: int) -> list[str]:
             size += len(d.encode("utf-8")) + 1
             if size >= target_bytes:
                 break
+    return docs
+
+
+def stdlib_documents(target_bytes: int) -> list[str]:
+    """Distinct text that every machine has: the Python standard library's own .py sources
+    (sorted, tests and site-packages left out) up to `target_bytes`."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs: list[str] = []
+    size = 0
+    for f in sorted(root.rglob("*.py")):
+        if "site-packages" in f.parts or "test" in f.parts:
+            continue
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        docs.append(text)
+        size += len(text.encode("utf-8"))
+        if size >= target_bytes:
+            break
     return docs
 
 
@@ -156,6 +178,13 @@ def main() -> int:
         repeats, {"ours": lambda: train_bpe(docs, vocab), "hf": lambda: hf_train(docs, vocab)}
     )
     t_train, t_hf = t["ours"], t["hf"]
+    # Training again on distinct text: every pre-token count is real, none comes from repetition.
+    src = stdlib_documents(target)
+    src_mb = sum(len(d.encode("utf-8")) for d in src) / 1e6
+    t = interleaved_best(
+        repeats, {"ours": lambda: train_bpe(src, vocab), "hf": lambda: hf_train(src, vocab)}
+    )
+    ts_train, ts_hf = t["ours"], t["hf"]
     trained = train_bpe(docs, vocab)
     hf = hf_train(docs, vocab)
     # Per document for both (the trainers saw documents, and HF encodes them one by one).
@@ -176,6 +205,9 @@ def main() -> int:
          "HF tokenizers BpeTrainer", f"{t_train / t_hf:.2f}x time", "<= 20x time"),
         ("  compression of the trained vocab", f"{ours_bpt:.2f} B/tok", f"{hf_bpt:.2f} B/tok",
          "HF tokenizers BpeTrainer", f"{ours_bpt / hf_bpt:.2f}x bytes/token", "(quality, not a target)"),
+        (f"train BPE, vocab {vocab:,}, {src_mb:.2f} MB of Python stdlib source (distinct)",
+         f"{ts_train:.2f} s", f"{ts_hf:.2f} s", "HF tokenizers BpeTrainer",
+         f"{ts_train / ts_hf:.2f}x time", "<= 20x time"),
     ]  # fmt: skip
     print(
         f"corpus: {mb:.2f} MB ({len(docs):,} documents: The Verdict, instruction-data.json, "
@@ -192,7 +224,7 @@ def main() -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     ok = t_ours / t_raw <= 1.1 and min(mb / t_scratch, unique_mb / tu_scratch) >= 1.0
-    ok = ok and t_train / t_hf <= 20
+    ok = ok and t_train / t_hf <= 20 and ts_train / ts_hf <= 20
     print(f"\ntargets met: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 

@@ -1,0 +1,185 @@
+"""What the server serves: a language model (base or instruction-tuned) or a classifier, and the
+generation and classification jobs that run on the engine's worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from scratchgpt.errors import DataError
+
+# Chat messages of a base model (no prompt style) are joined with this between them.
+BASE_CHAT_SEPARATOR = "\n"
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and how to talk to it. ``style`` is the prompt style of an instruction
+    model (chat messages are rendered with it) or None for a base model; ``classifier`` is set
+    for classifier checkpoints (then ``model``/``tokenizer`` are the classifier's)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    kind: Literal["completion", "classifier"] = "completion"
+    style: str | None = None
+    classifier: Any = None
+    created: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the model sees at once."""
+        return int(self.model.cfg.context_length)
+
+
+def load_served_model(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    prompt_style: str | None = None,
+    name: str | None = None,
+) -> ServedModel:
+    """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
+    classifier checkpoint becomes a classifier, anything else a language model."""
+    import torch
+
+    from scratchgpt.checkpoints import (
+        CHECKPOINTS_DIR,
+        CONFIG_FILE,
+        read_manifest,
+        resolve_checkpoint,
+    )
+    from scratchgpt.errors import ConfigError
+    from scratchgpt.generation import optimize_for_decoding
+    from scratchgpt.tasks.classify import TASK_NAME, load_classifier
+    from scratchgpt.tasks.instruct import checkpoint_style, load_instruct_model
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    p = Path(path)
+    folder = p
+    if p.is_dir() and not (p / CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir():
+        folder = resolve_checkpoint(p)
+    meta: dict[str, Any] = {}
+    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+        meta = dict(read_manifest(folder).get("metadata", {}))
+    model_name = name or (p.resolve().name if p.exists() else str(path))
+    created = int(folder.stat().st_mtime) if folder.exists() else 0
+    if meta.get("task") == TASK_NAME:
+        clf = load_classifier(p, device=device)
+        return ServedModel(
+            model_name, clf.model, clf.tokenizer, "classifier", None, clf, created, meta
+        )
+    loaded = load_instruct_model(p)
+    model = loaded.model.to(device).eval()
+    optimize_for_decoding(model)
+    style = None
+    if prompt_style or loaded.metadata.get("prompt_style"):
+        style = checkpoint_style(loaded.metadata, prompt_style)
+    return ServedModel(
+        model_name, model, loaded.tokenizer, "completion", style, None, created,
+        dict(loaded.metadata),
+    )  # fmt: skip
+
+
+def message_text(content: Any) -> str:
+    """A chat message's text: a string, or OpenAI's list of ``{"type": "text", "text": ...}``."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content)
+
+
+def render_chat(messages: Sequence[tuple[str, str]], style: str | None) -> str:
+    """The prompt for ``(role, text)`` messages: the prompt style's turns for an instruction
+    model (as :class:`scratchgpt.chat.ChatSession` builds them), else the texts joined by a
+    newline. The last message must be the user's: the model writes the assistant's reply."""
+    if not messages:
+        raise DataError("messages is empty: give at least one user message")
+    if messages[-1][0] != "user":
+        raise DataError(
+            f"the last message is the {messages[-1][0]}'s; it must be the user's (the model "
+            "writes the assistant's reply)"
+        )
+    if style is None:
+        return BASE_CHAT_SEPARATOR.join(text for _, text in messages)
+    from scratchgpt.chat import TURN_SEPARATOR
+    from scratchgpt.data.instructions import get_prompt_style
+
+    st = get_prompt_style(style)
+    system = [text for role, text in messages if role in ("system", "developer")]
+    parts = ["\n".join(system) + TURN_SEPARATOR] if system else []
+    user: list[str] = []
+    for role, text in messages:
+        if role == "user":
+            user.append(text)
+        elif role == "assistant":
+            entry = {"instruction": "\n".join(user), "input": "", "output": text}
+            parts.append(st.prompt(entry) + text + TURN_SEPARATOR)
+            user = []
+    parts.append(st.prompt({"instruction": "\n".join(user), "input": "", "output": ""}))
+    return "".join(parts)
+
+
+@dataclass
+class Choice:
+    """One generated continuation, as it ends."""
+
+    index: int
+    text: str
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+    completion_tokens: int
+
+
+def run_generation(
+    served: ServedModel,
+    prompts: Sequence[list[int]],
+    *,
+    n: int,
+    max_tokens: int,
+    temperature: float,
+    top_p: float | None,
+    top_k: int | None,
+    stop: list[str],
+    seed: int | None,
+    emit: Any,
+    should_stop: Any,
+) -> list[Choice]:
+    """Generate ``n`` continuations of each prompt (choice ``i * n + j``), emitting
+    ``(index, piece)`` as text arrives; stops early when ``should_stop()`` says so. Choice
+    ``j`` of a seeded request uses ``seed + j``."""
+    from scratchgpt.generation import _cut_at_stop, _make_decoder, _stream, _token_bytes
+
+    tok = served.tokenizer
+    eos = getattr(tok, "eot_id", None)
+    choices: list[Choice] = []
+    for i, ids in enumerate(prompts):
+        for j in range(n):
+            index = i * n + j
+            # The decoder and the stream are the ones stream_generate uses; built here so the
+            # number of generated tokens can be read back for `usage`.
+            dec = _make_decoder(
+                served.model, [ids], max_tokens, None, temperature, top_k, top_p, eos, True,
+                None, None, None, None if seed is None else seed + j, None, None,
+            )  # fmt: skip
+            pieces: list[str] = []
+            stream = _stream(dec, tok, stop)
+            try:
+                for piece in stream:
+                    pieces.append(piece)
+                    emit((index, piece))
+                    if should_stop():
+                        return choices
+            finally:
+                stream.close()
+            n_new = dec.new_lengths()[0]
+            raw = _token_bytes(tok, dec.buf[0, dec.prompt_len : dec.prompt_len + n_new].tolist())
+            hit_stop = _cut_at_stop(raw.decode("utf-8", errors="replace"), stop)[1]
+            finish = "stop" if hit_stop or n_new < max_tokens else "length"
+            choices.append(Choice(index, "".join(pieces), finish, n_new))
+            emit((index, None))
+            if should_stop():
+                return choices
+    return choices
