@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# The browser test drives Debian's Chromium; install it where we can (root + apt), else
+	@# that one test skips and says why.
+	-@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@touch $(STAMP)
 
 # The main job: the book's chapter-5 pretraining run on the bundled The Verdict, then a

@@ -33,6 +33,8 @@ _EXPORTS = {
     "ChatSession": "scratchgpt.chat",
     "judge_responses": "scratchgpt.evaluation",
     "evaluate_loss": "scratchgpt.evaluation",
+    "create_app": "scratchgpt.serving",
+    "load_served_model": "scratchgpt.serving",
     "save_checkpoint": "scratchgpt.checkpoints",
     "load_checkpoint": "scratchgpt.checkpoints",
     "load_hf_gpt2": "scratchgpt.interop",

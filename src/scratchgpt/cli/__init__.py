@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "scratchgpt.cli.finetune_instruct",
     "scratchgpt.cli.respond",
     "scratchgpt.cli.chat",
+    "scratchgpt.cli.serve",
     "scratchgpt.cli.evaluate",
     "scratchgpt.cli.download",
     "scratchgpt.cli.info",

@@ -10,10 +10,11 @@ two tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +56,11 @@ class Job:
         return self.cancel_event.is_set() or self.timed_out()
 
     def _put(self, kind: str, value: Any) -> None:
-        try:
+        # A closed event loop means nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.events_q.put_nowait, (kind, value))
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
-    async def events(self):
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
         """Yield ``("item", x)`` for each emitted item, then ``("done", result)`` or
         ``("error", exception)``; raises :class:`JobTimeoutError` when the deadline passes."""
         while True:
@@ -68,7 +68,7 @@ class Job:
             try:
                 kind, value = await asyncio.wait_for(self.events_q.get(), max(left, 0.0) + 0.05)
             except asyncio.TimeoutError:
-                self.cancel()
+                # The worker sees the same deadline and stops (or skips the job) by itself.
                 raise JobTimeoutError("time limit reached") from None
             yield kind, value
             if kind != "item":
@@ -111,11 +111,18 @@ class Engine:
         """Jobs waiting (not counting the one running)."""
         return self._queue.qsize()
 
-    def submit(self, fn: JobFn, *, timeout: float | None = None) -> Job:
-        """Queue ``fn``; raises :class:`QueueFullError` when ``max_queue`` jobs already wait."""
+    def submit(
+        self,
+        fn: JobFn,
+        *,
+        timeout: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Job:
+        """Queue ``fn``; raises :class:`QueueFullError` when ``max_queue`` jobs already wait.
+        Its events go to ``loop`` (default: the running one)."""
         self.start()
         limit = self.timeout if timeout is None else timeout
-        job = Job(fn, time.monotonic() + limit, asyncio.get_running_loop())
+        job = Job(fn, time.monotonic() + limit, loop or asyncio.get_running_loop())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -132,13 +139,13 @@ class Engine:
             job = self._queue.get()
             if job is None:
                 return
-            if job.cancel_event.is_set():
-                self.stats["cancelled"] += 1
-                job._put("error", JobCancelledError("cancelled before it started"))
-                continue
             if job.timed_out():
                 self.stats["timed_out"] += 1
                 job._put("error", JobTimeoutError("time limit reached while queued"))
+                continue
+            if job.cancel_event.is_set():
+                self.stats["cancelled"] += 1
+                job._put("error", JobCancelledError("cancelled before it started"))
                 continue
             self.running = True
             try:
@@ -147,12 +154,12 @@ class Engine:
                 self.stats["failed"] += 1
                 job._put("error", e)
             else:
-                if job.cancel_event.is_set():
-                    self.stats["cancelled"] += 1
-                    job._put("error", JobCancelledError("cancelled"))
-                elif job.timed_out():
+                if job.timed_out():
                     self.stats["timed_out"] += 1
                     job._put("error", JobTimeoutError("time limit reached"))
+                elif job.cancel_event.is_set():
+                    self.stats["cancelled"] += 1
+                    job._put("error", JobCancelledError("cancelled"))
                 else:
                     self.stats["completed"] += 1
                     job._put("done", result)

@@ -89,7 +89,7 @@ def message_text(content: Any) -> str:
     """A chat message's text: a string, or OpenAI's list of ``{"type": "text", "text": ...}``."""
     if isinstance(content, str):
         return content
-    return "".join(part["text"] for part in content)
+    return "".join(part["text"] if isinstance(part, dict) else part.text for part in content)
 
 
 def render_chat(messages: Sequence[tuple[str, str]], style: str | None) -> str:

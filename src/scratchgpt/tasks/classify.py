@@ -611,9 +611,12 @@ def finetune_classifier(
     (:func:`default_train_config`, which evaluates once per epoch).
     """
     from scratchgpt.data.classification import ClassificationDataset
+    from scratchgpt.training.distributed import is_main_process
     from scratchgpt.training.loop import prepare_run_dir, resolve_device, train
 
     say = log or (lambda s: print(s, flush=True))
+    if not is_main_process():  # under torchrun, rank 0 speaks for the job
+        say = lambda s: None  # noqa: E731
     splits = build_splits(cfg)
     if not len(splits.train):
         raise DataError(f"{cfg.data}: the training split is empty")

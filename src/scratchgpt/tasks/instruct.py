@@ -36,6 +36,7 @@ from scratchgpt.data.instructions import (
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, _build
+from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
 
@@ -385,14 +386,15 @@ def finetune_instruct(
     sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(
-        f"model: {n_params:,} parameters ({n_train:,} trained"
-        + (f", LoRA rank {cfg.lora_rank}" if lora else "")
-        + f") from {cfg.checkpoint or cfg.gpt2}; data: {sizes['train']} train / {sizes['val']} val / "
-        f"{sizes['test']} test records, prompt style {cfg.style}"
-        + (", prompt masked in the loss" if cfg.mask_prompt else ""),
-        flush=True,
-    )
+    if is_main_process():  # under torchrun, rank 0 speaks for the job
+        print(
+            f"model: {n_params:,} parameters ({n_train:,} trained"
+            + (f", LoRA rank {cfg.lora_rank}" if lora else "")
+            + f") from {cfg.checkpoint or cfg.gpt2}; data: {sizes['train']} train / {sizes['val']} val / "
+            f"{sizes['test']} test records, prompt style {cfg.style}"
+            + (", prompt masked in the loss" if cfg.mask_prompt else ""),
+            flush=True,
+        )
     task = InstructTask(
         tokenizer,
         cfg.style,
@@ -432,7 +434,8 @@ def finetune_instruct(
             batch_size=cfg.response_batch_size,
         )
         responses_path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
-        print(f"wrote {len(responses)} test responses to {responses_path}", flush=True)
+        if is_main_process():
+            print(f"wrote {len(responses)} test responses to {responses_path}", flush=True)
     return InstructResult(
         train=result,
         run_dir=run_dir,

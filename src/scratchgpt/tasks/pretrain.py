@@ -20,6 +20,7 @@ from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
 from scratchgpt.training.config import DataConfig, RunConfig
+from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
 
@@ -257,13 +258,14 @@ def pretrain(
 
     model = GPTModel(model_cfg)
     n_params = model.num_parameters()
-    print(
-        f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
-        f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
-        f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
-        f"{len(train_ds)} training windows",
-        flush=True,
-    )
+    if is_main_process():  # under torchrun, rank 0 speaks for the job
+        print(
+            f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
+            f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
+            f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
+            f"{len(train_ds)} training windows",
+            flush=True,
+        )
     task = PretrainTask(tokenizer, cfg.train.sample_prompt, cfg.train.sample_tokens)
     run_config = {**cfg.to_dict(), "resolved_model": model_cfg.to_dict(), "data_info": info}
     return train(

@@ -43,9 +43,17 @@ class TrainConfig:
         ("fp32", "bf16", "auto"),
     )
     compile: bool = _f(False, "wrap the model in torch.compile")
+    strategy: str = _f(
+        "ddp",
+        "under torchrun: ddp (replicate the model) or fsdp (shard parameters, gradients and "
+        "optimizer state with FSDP2); ignored in a single process",
+        ("ddp", "fsdp"),
+    )
     batch_size: int = _f(2, "sequences per micro-batch (one forward/backward)")
     grad_accum_steps: int = _f(
-        1, "micro-batches per optimizer step; the effective batch is batch_size * this"
+        1,
+        "micro-batches per optimizer step; the global batch is batch_size * this * ranks "
+        "(torchrun processes)",
     )
     max_steps: int | None = _f(None, "stop after this many optimizer steps")
     max_epochs: int | None = _f(None, "stop after this many passes over the training data")

@@ -35,6 +35,7 @@ from torch.utils.data.dataloader import default_collate
 
 from scratchgpt.errors import ConfigError, DataError, ScratchGPTError
 from scratchgpt.fileio import PathLike
+from scratchgpt.training import distributed as dd
 from scratchgpt.training import state as st
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.logging import (
@@ -86,15 +87,23 @@ class EpochBatchSampler(Sampler[list[int]]):
         seed: int,
         epoch: int,
         start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.epoch, self.start = seed, epoch, start
+        # Under torchrun every rank cuts the same permutation into the same micro-batches and
+        # takes every world_size-th one: disjoint parts, and together the single-process order.
+        self.rank, self.world_size = rank, world_size
 
     def num_batches(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __len__(self) -> int:
-        return max(0, self.num_batches() - self.start)
+        return sum(1 for b in range(self.start, self.num_batches()) if self._mine(b))
+
+    def _mine(self, b: int) -> bool:
+        return b % self.world_size == self.rank
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
@@ -103,7 +112,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             order = list(range(self.n))
         for b in range(self.start, self.num_batches()):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self._mine(b):
+                yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,9 +265,13 @@ def train(
     if run_config is None:
         run_config = {"train": dataclasses.asdict(config)}
     collate = collate_fn or default_collate
-    device = resolve_device(config.device)
+    dctx = dd.init_distributed()
+    dist_on, world, is_main = dctx.enabled, dctx.world_size, dctx.is_main
+    fsdp = dist_on and dd.check_strategy(config.strategy) == "fsdp"
+    device = dd.rank_device(resolve_device(config.device), dctx)
     autocast_dtype = resolve_precision(config.precision, device)
     k = config.grad_accum_steps
+    kw = k * world  # micro-batches of one optimizer step, over all ranks
 
     def autocast() -> AbstractContextManager:
         if autocast_dtype is None:
@@ -269,7 +283,7 @@ def train(
     probe = EpochBatchSampler(
         n_train, config.batch_size, shuffle=False, drop_last=config.drop_last, seed=0, epoch=0
     )
-    steps_per_epoch = probe.num_batches() // k
+    steps_per_epoch = probe.num_batches() // kw
     if probe.num_batches() == 0:
         raise DataError(
             f"the training data gives {n_train} window(s), fewer than batch_size="
@@ -279,13 +293,14 @@ def train(
     if steps_per_epoch < 1:
         raise DataError(
             f"the training data gives {n_train} window(s) = {probe.num_batches()} micro-batch(es) "
-            f"of {config.batch_size} per epoch, fewer than grad_accum_steps={k}: use a smaller "
-            "batch_size or grad_accum_steps, shorter windows, or more data"
+            f"of {config.batch_size} per epoch, fewer than grad_accum_steps={k}"
+            + (f" x {world} ranks" if dist_on else "")
+            + ": use a smaller batch_size or grad_accum_steps, shorter windows, or more data"
         )
     if not config.has_stop:
         raise ConfigError("set at least one of train.max_steps, train.max_epochs, train.max_tokens")
     first = collate([train_data[0]])
-    tokens_per_step = task.count_tokens(first) * config.batch_size * k
+    tokens_per_step = task.count_tokens(first) * config.batch_size * kw
     limits = []
     if config.max_steps is not None:
         limits.append(config.max_steps)
@@ -297,22 +312,10 @@ def train(
     schedule = _make_schedule(config, total_steps)
 
     model.to(device)
-    forward_model: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
-    # The fused kernel is one pass over all parameters: on a 2-core CPU it makes the AdamW step
-    # of GPT-2 small ~15x faster than the default multi-tensor path.
-    optimizer = build_optimizer(model, config, fused=device.type in ("cpu", "cuda"))
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    # ---- fresh start or resume
-    st.remove_temporary(ckpt_root)
-    step = epoch = batch_in_epoch = tokens_seen = 0
-    best_val: float | None = None
-    last_val: float | None = None
-    last_ckpt: Path | None = None
-    best_ckpt: Path | None = None
-    elapsed_before = 0.0
-    rng_state = None
-    notify = log or print
+    if is_main:
+        st.remove_temporary(ckpt_root)
+    notify = (log or print) if is_main else _quiet
+    # Weights are loaded before wrapping: FSDP shards whatever the model holds at that moment.
     found = None
     if resume:
         cfg = getattr(model, "cfg", None)
@@ -321,11 +324,36 @@ def train(
         found = st.find_resume_checkpoint(ckpt_root, cfg)
         if found is None:
             notify(f"no complete checkpoint in {ckpt_root}: starting from scratch")
+        else:
+            st.load_weights_into(model, found["weights"], found["path"] / "model.safetensors")
+    skeleton = dd.skeleton_of(model) if fsdp and is_main else None
+    train_model: nn.Module = (
+        dd.wrap_model(model, config.strategy, device, dctx) if dist_on else model
+    )
+    forward_model: nn.Module = torch.compile(train_model) if config.compile else train_model  # type: ignore[assignment]
+    # The fused kernel is one pass over all parameters: on a 2-core CPU it makes the AdamW step
+    # of GPT-2 small ~15x faster than the default multi-tensor path. (FSDP's DTensor parameters
+    # take the default path.)
+    optimizer = build_optimizer(
+        model, config, fused=device.type in ("cpu", "cuda") if not fsdp else None
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    # ---- fresh start or resume
+    step = epoch = batch_in_epoch = tokens_seen = 0
+    best_val: float | None = None
+    last_val: float | None = None
+    last_ckpt: Path | None = None
+    best_ckpt: Path | None = None
+    elapsed_before = 0.0
+    rng_state = None
     if found is not None:
         s = found["state"]
-        st.load_weights_into(model, found["weights"], found["path"] / "model.safetensors")
         try:
-            optimizer.load_state_dict(s["optimizer"])
+            if fsdp:
+                dd.load_full_optimizer(model, optimizer, s["optimizer"])
+            else:
+                optimizer.load_state_dict(s["optimizer"])
         except (ValueError, KeyError) as e:
             raise st.CheckpointError(
                 f"{found['path'] / st.STATE_FILE}: optimizer state does not fit this model ({e})"
@@ -338,6 +366,12 @@ def train(
         elapsed_before = float(s.get("elapsed_s", 0.0))
         last_ckpt = found["path"]
         rng_state = s["rng"]
+        if dctx.rank > 0:
+            # Each rank's own dropout stream; a new rank (the world grew) gets a fresh one.
+            per_rank = s.get("rng_ranks") or []
+            rng_state = per_rank[dctx.rank] if dctx.rank < len(per_rank) else None
+            if rng_state is None:
+                torch.manual_seed(epoch_seed(config.seed + dctx.rank, step))
         saved_seed = found["run_config"].get("train", {}).get("seed")
         if saved_seed is not None and saved_seed != config.seed:
             warnings.warn(
@@ -345,14 +379,16 @@ def train(
                 "order of later epochs follows the new seed",
                 stacklevel=2,
             )
-        if batch_in_epoch % k:
+        if batch_in_epoch % kw:
             raise st.CheckpointError(
                 f"{found['path']}: saved at micro-batch {batch_in_epoch} of an epoch, which is not a "
-                f"multiple of grad_accum_steps={k}; resume with the original grad_accum_steps"
+                f"multiple of grad_accum_steps={k}"
+                + (f" x {world} ranks" if dist_on else "")
+                + "; resume with the original global batch (ranks x batch_size x grad_accum_steps)"
             )
-        if batch_in_epoch >= steps_per_epoch * k:
+        if batch_in_epoch >= steps_per_epoch * kw:
             epoch, batch_in_epoch = epoch + 1, 0
-        dropped = truncate_metrics(run_dir / METRICS_FILE, step)
+        dropped = truncate_metrics(run_dir / METRICS_FILE, step) if is_main else 0
         notify(
             f"resuming from {found['path'].name} (step {step}, epoch {epoch + 1}, "
             f"{tokens_seen:,} tokens seen)"
@@ -360,24 +396,39 @@ def train(
         )
         del found
     else:
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        for p in st.list_checkpoints(ckpt_root):
-            shutil.rmtree(p)
-        for name in (st.LATEST_FILE, st.BEST_FILE):
-            (ckpt_root / name).unlink(missing_ok=True)
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
+        if is_main:
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+            for p in st.list_checkpoints(ckpt_root):
+                shutil.rmtree(p)
+            for name in (st.LATEST_FILE, st.BEST_FILE):
+                (ckpt_root / name).unlink(missing_ok=True)
+        # Rank r > 0 gets its own dropout stream; rank 0's is the single-process one.
+        torch.manual_seed(config.seed + dctx.rank)
+        random.seed(config.seed + dctx.rank)
+        np.random.seed((config.seed + dctx.rank) % 2**32)
 
-    write_run_json(
-        run_dir,
-        run_config,
-        argv=list(argv) if argv is not None else None,
-        extra={"resumed_from_step": step} if resume else None,
+    extra: dict[str, Any] | None = {"resumed_from_step": step} if resume else None
+    if dist_on:
+        extra = {
+            **(extra or {}),
+            "distributed": {
+                "world_size": world,
+                "strategy": config.strategy,
+                "global_batch": config.batch_size * kw,
+                "backend": _backend_name(),
+            },
+        }
+    if is_main:
+        write_run_json(
+            run_dir, run_config, argv=list(argv) if argv is not None else None, extra=extra
+        )
+    logger: Any = MetricsLogger(run_dir, tensorboard=config.tensorboard) if is_main else _NoLog()
+    progress = Progress(
+        total_steps, step, enabled=config.progress and sys.stderr.isatty() and is_main
     )
-    logger = MetricsLogger(run_dir, tensorboard=config.tensorboard)
-    progress = Progress(total_steps, step, enabled=config.progress and sys.stderr.isatty())
-    say = progress.write if log is None else log
+    say = (progress.write if log is None else log) if is_main else _quiet
+    if dist_on:
+        dd.barrier()  # the old run's files are gone before any rank goes on
 
     # Evaluation uses fixed batches in the natural order, collated once: no DataLoader iterator,
     # so no draw from the global RNG.
@@ -426,6 +477,8 @@ def train(
 
     def save(current_step: int) -> Path:
         nonlocal last_ckpt, best_ckpt, best_val
+        if dist_on:
+            return save_distributed(current_step)
         training_state = {
             "step": current_step,
             "epoch": epoch,
@@ -466,6 +519,56 @@ def train(
         last_ckpt = path
         return path
 
+    def save_distributed(current_step: int) -> Path:
+        """Every rank takes part (RNG states, FSDP's gathers); rank 0 writes the files."""
+        nonlocal last_ckpt, best_ckpt, best_val
+        rng_ranks = dd.all_gather_objects(st.capture_rng_state())
+        if fsdp:
+            full_model = dd.gather_full_model(model, skeleton, dctx)  # type: ignore[arg-type]
+            opt_state = dd.gather_full_optimizer(model, optimizer, dctx)
+        else:
+            full_model = model
+            opt_state = optimizer.state_dict() if is_main else None
+        is_best = last_val is not None and (best_val is None or last_val < best_val)
+        path = ckpt_root / st.step_dirname(current_step)
+        if is_main:
+            training_state = {
+                "step": current_step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "tokens_seen": tokens_seen,
+                "optimizer": opt_state,
+                "scheduler": {**schedule.state_dict(), "step": current_step},
+                "rng": rng_ranks[0],
+                "rng_ranks": rng_ranks,
+                "world_size": world,
+                "val_loss": last_val,
+                "best_val_loss": last_val if is_best else best_val,
+                "best_checkpoint": st.step_dirname(current_step)
+                if is_best
+                else (best_ckpt.name if best_ckpt else None),
+                "elapsed_s": elapsed_before + session_seconds(),
+                "seed": config.seed,
+            }
+            ckpt_meta = {
+                **(metadata or {}),
+                "step": current_step,
+                "tokens_seen": tokens_seen,
+                "val_loss": last_val,
+            }
+            path = st.save_training_checkpoint(
+                ckpt_root, current_step, full_model, tokenizer, training_state, run_config,
+                metadata=ckpt_meta,
+            )  # fmt: skip
+            if is_best:
+                st.set_best(ckpt_root, path)
+            st.prune_checkpoints(ckpt_root, config.keep_last, config.keep_best)
+        if is_best:
+            best_val, best_ckpt = last_val, path
+        last_ckpt = path
+        dd.barrier()  # a checkpoint is complete on disk before any rank moves on
+        return path
+
     session_start = time.perf_counter()
     train_seconds = 0.0
     session_tokens = 0
@@ -495,6 +598,21 @@ def train(
         # Last thing before the first step: nothing above may shift the dropout sequence.
         st.restore_rng_state(rng_state)
     model.train()
+    ddp_module = train_model if dist_on and not fsdp else None
+    synced_stop = False  # under torchrun: a stop every rank has agreed on (see below)
+
+    def stopping() -> bool:
+        return synced_stop if dist_on else stop.requested is not None
+
+    def grad_sync(i: int) -> AbstractContextManager:
+        """No gradient all-reduce on all but the last micro-batch of a step."""
+        last = i == k - 1
+        if ddp_module is not None and not last:
+            return ddp_module.no_sync()  # type: ignore[operator]
+        if fsdp:
+            model.set_requires_gradient_sync(last)  # type: ignore[operator]
+        return nullcontext()
+
     try:
         with _StopFlag(say) as stop:
             if config.eval_at_start and step == 0:
@@ -502,7 +620,7 @@ def train(
                 last_val = metrics.get("val_loss", last_val)
                 logger.log({"step": 0, "epoch": 1, "tokens_seen": 0, "lr": schedule(0), **metrics})
                 say(eval_line(0, 1, metrics))
-            while step < total_steps and stop.requested is None:
+            while step < total_steps and not stopping():
                 if config.max_tokens is not None and tokens_seen >= config.max_tokens:
                     break
                 if loader_iter is None:
@@ -514,6 +632,8 @@ def train(
                         seed=config.seed,
                         epoch=epoch,
                         start=batch_in_epoch,
+                        rank=dctx.rank,
+                        world_size=world,
                     )
                     loader = DataLoader(
                         train_data,
@@ -532,21 +652,33 @@ def train(
                     group["lr"] = lr
                 loss_sum = torch.zeros((), device=device)
                 step_tokens = 0
-                for _ in range(k):
+                for i in range(k):
                     batch = to_device(next(loader_iter), device)
-                    with autocast():
-                        loss = task.loss(forward_model, batch)
-                    (loss / k).backward()
+                    with grad_sync(i):
+                        with autocast():
+                            loss = task.loss(forward_model, batch)
+                        (loss / k).backward()
                     loss_sum += loss.detach().float()
                     step_tokens += task.count_tokens(batch)
-                train_loss = float(loss_sum) / k
+                if dist_on:
+                    # One collective: the mean loss and the tokens of all ranks, and whether any
+                    # rank was asked to stop, so that all of them stop after the same step.
+                    total, all_tokens, votes = dd.all_sum(
+                        [float(loss_sum), step_tokens, float(stop.requested is not None)], device
+                    )
+                    train_loss, step_tokens = total / kw, int(all_tokens)
+                    if votes > 0:
+                        synced_stop = True
+                        stop.requested = stop.requested or "SIGTERM"
+                else:
+                    train_loss = float(loss_sum) / k
                 ep_of_step = epoch + 1
                 if not math.isfinite(train_loss):
                     raise TrainingDivergedError(
                         _diverged("training loss", train_loss, step + 1, ep_of_step, last_ckpt)
                     )
                 max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                grad_norm = dd.full_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
                 if not math.isfinite(grad_norm):
                     raise TrainingDivergedError(
                         _diverged("gradient norm", grad_norm, step + 1, ep_of_step, last_ckpt)
@@ -555,8 +687,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 tokens_seen += step_tokens
-                batch_in_epoch += k
-                if batch_in_epoch >= steps_per_epoch * k:
+                batch_in_epoch += kw
+                if batch_in_epoch >= steps_per_epoch * kw:
                     epoch, batch_in_epoch, loader_iter = epoch + 1, 0, None
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -579,7 +711,7 @@ def train(
                 finished = step >= total_steps or (
                     config.max_tokens is not None and tokens_seen >= config.max_tokens
                 )
-                final = finished or stop.requested is not None
+                final = finished or stopping()
                 checkpoint_now = final or (
                     config.checkpoint_interval > 0 and step % config.checkpoint_interval == 0
                 )
@@ -605,11 +737,15 @@ def train(
                 if checkpoint_now:
                     save(step)
                     last_ckpt_step = step
-            if stop.requested is not None:
+            if stopping():
                 status = "interrupted"
                 if last_ckpt_step != step:
                     save(step)
                     last_ckpt_step = step
+    except Exception as e:
+        if dist_on and dd.is_comm_failure(e):
+            raise dd.DistributedError(dd.lost_peer_message(dctx, step + 1, last_ckpt, e)) from None
+        raise
     finally:
         logger.close()
         progress.close()
@@ -630,7 +766,7 @@ def train(
         "mfu": None,
     }
     cfg = getattr(model, "cfg", None)
-    if cfg is not None and session_steps > 0:
+    if cfg is not None and session_steps > 0 and is_main:
         from scratchgpt.model.stats import model_stats
         from scratchgpt.training.perf import peak_tflops
 
@@ -648,7 +784,7 @@ def train(
             mfu=achieved / peak if peak > 0 else None,
         )
     say(format_summary(summary))
-    if config.plot:
+    if config.plot and is_main:
         try:
             from scratchgpt.training.plots import plot_run
 
@@ -667,6 +803,26 @@ def train(
     )
 
 
+def _quiet(message: str) -> None:
+    """Where ranks other than 0 print: nowhere (rank 0 speaks for the job)."""
+
+
+class _NoLog:
+    """The metrics logger of ranks other than 0."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _backend_name() -> str:
+    import torch.distributed as tdist
+
+    return str(tdist.get_backend())
+
+
 def _diverged(what: str, value: float, step: int, epoch: int, last_ckpt: Path | None) -> str:
     keep = (
         f"the last good checkpoint is {last_ckpt}"
@@ -682,7 +838,17 @@ def _diverged(what: str, value: float, step: int, epoch: int, last_ckpt: Path | 
 
 def prepare_run_dir(run_dir: PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
     """Create the run folder. An existing one needs ``resume`` (continue it) or ``overwrite``
-    (delete it first; only done for folders that look like runs, or are empty)."""
+    (delete it first; only done for folders that look like runs, or are empty).
+
+    Under torchrun this joins the process group; rank 0 prepares the folder and every rank
+    gets its result (or its error)."""
+    dd.init_distributed()
+    p = dd.run_on_main(lambda: _prepare_run_dir(run_dir, overwrite=overwrite, resume=resume))
+    dd.barrier()
+    return p
+
+
+def _prepare_run_dir(run_dir: PathLike, *, overwrite: bool, resume: bool) -> Path:
     p = Path(run_dir)
     if p.exists() and not p.is_dir():
         raise FileExistsError(f"{p} exists and is not a folder")

@@ -1,0 +1,111 @@
+"""`scratchgpt serve`: an OpenAI-compatible HTTP API and a browser chat page for a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from scratchgpt.data.instructions import PROMPT_STYLES
+
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a checkpoint over an OpenAI-compatible HTTP API with a browser chat page",
+        description=(
+            "Serve /v1/models, /v1/completions, /v1/chat/completions (or /v1/classify for a "
+            "classifier checkpoint), /health, and a chat page at /. Binds to 127.0.0.1 unless "
+            "--host says otherwise. Needs: pip install 'scratchgpt[serve]'."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        required=True,
+        help="scratchgpt checkpoint or run folder, or a GPT-2 folder in Hugging Face layout",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000 (0: any free port)")
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require 'Authorization: Bearer KEY' on /v1/*, KEY read from this environment variable",
+    )
+    p.add_argument("--model-name", help="the model id clients use (default: the folder's name)")
+    p.add_argument(
+        "--prompt-style",
+        choices=sorted(PROMPT_STYLES),
+        help="render chat messages in this style (default: the checkpoint's; none for a base model)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    p.add_argument("--max-queue", type=int, default=16, help="waiting requests before 503")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger bodies get 413")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchgpt.errors import ConfigError
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError(
+            "scratchgpt serve needs FastAPI and uvicorn: pip install 'scratchgpt[serve]'"
+        ) from None
+    from scratchgpt.serving.app import create_app
+    from scratchgpt.serving.model import load_served_model
+
+    if args.max_queue < 1:
+        raise ConfigError(f"--max-queue must be at least 1, got {args.max_queue}")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ConfigError(
+                f"--api-key-env {args.api_key_env}: that environment variable is not set or "
+                "empty; export it with the key clients must send"
+            )
+    served = load_served_model(
+        args.checkpoint, device=args.device, prompt_style=args.prompt_style, name=args.model_name
+    )
+    app = create_app(
+        served,
+        api_key=api_key,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    # Print the URL once the socket is bound (so --port 0 shows the port actually chosen).
+    startup = server.startup
+
+    async def startup_and_announce(sockets: Any = None) -> None:
+        await startup(sockets=sockets)
+        for s in server.servers:
+            for sock in s.sockets:
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                kind = "classifier" if served.kind == "classifier" else "model"
+                print(
+                    f"serving {kind} {served.name!r} at http://{shown}:{port}/ "
+                    f"(API: http://{shown}:{port}/v1)",
+                    flush=True,
+                )
+                return
+
+    server.startup = startup_and_announce  # type: ignore[method-assign]
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        print(
+            f"warning: listening on {args.host} without an API key: anyone who can reach this "
+            "machine can use the model (see --api-key-env)",
+            file=sys.stderr,
+        )
+    server.run()
+    return 0
