@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizers.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/classification.py
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

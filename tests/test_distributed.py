@@ -229,7 +229,8 @@ def test_killed_rank_fails_the_job_and_keeps_the_checkpoint(tmp_path, text_file)
 
     run = tmp_path / "killed"
     args = ["--data", str(text_file), "--out", str(run), *ARGS]
-    cmd = _torchrun_cmd(*args, "--max-steps", "100000", "--checkpoint-interval", "2")
+    long_run = ("--max-steps", "100000", "--max-epochs", "none")  # it must outlive the kill
+    cmd = _torchrun_cmd(*args, *long_run, "--checkpoint-interval", "2")
     proc = subprocess.Popen(
         cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -297,3 +298,33 @@ def test_classifier_finetuning_under_torchrun(tmp_path):
     assert json.loads((out / "run.json").read_text())["distributed"]["global_batch"] == 8
     clf = load_classifier(out)
     assert {p.label for p in classify(clf, ["great film", "awful plot"])} <= {"pos", "neg"}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path, text_file):
+    from scratchgpt.training import resolve_checkpoint
+
+    run = tmp_path / "stopped"
+    args = ["--data", str(text_file), "--out", str(run), *ARGS]
+    cmd = _torchrun_cmd(*args, "--max-steps", "100000", "--max-epochs", "none")
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "checkpoints" / "latest").exists():  # the first one, at step 3
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "status       interrupted" in out, out[-3000:]
+    ckpt = resolve_checkpoint(run)
+    step = int(ckpt.name.split("-")[1])
+    assert step > 3
+    state = torch.load(ckpt / "training_state.pt", weights_only=True)
+    assert state["step"] == step and _records(run)[-1]["step"] == step

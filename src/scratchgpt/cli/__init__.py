@@ -8,7 +8,9 @@ so ``scratchgpt --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,19 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 when not distributed)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    rank = _rank()
+    # Under torchrun every rank runs this same command: only rank 0 speaks on stdout, and an
+    # error says which rank it came from.
+    where = f" (rank {rank})" if "LOCAL_RANK" in os.environ else ""
     try:
+        if rank != 0:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
-    except ScratchGPTError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ScratchGPTError, FileExistsError) as e:
+        print(f"error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
