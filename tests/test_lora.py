@@ -72,7 +72,7 @@ def test_merged_equals_unmerged():
     assert merge_lora(model) == 13
     assert not has_lora(model)
     assert all(type(m) is not LinearWithLoRA for m in model.modules())
-    torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(ids), before, atol=1e-4, rtol=1e-4)  # merged W + s*A@B rounds differently
 
 
 def test_book_trainable_count_gpt2_small():

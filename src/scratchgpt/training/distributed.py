@@ -208,9 +208,14 @@ def wrap_model(
             "LoRA with --strategy fsdp is not supported (its adapters are saved from the whole "
             "model); use --strategy ddp: LoRA's few trainable parameters need no sharding"
         )
+    from torch.distributed.device_mesh import init_device_mesh
+
+    # The mesh must follow the training device: fully_shard's default mesh is CUDA whenever a
+    # GPU exists, which breaks `--device cpu` runs on GPU machines (NCCL, one GPU, two ranks).
+    mesh = init_device_mesh(device.type, (ctx.world_size,))
     for block in getattr(model, "trf_blocks", []):
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 
