@@ -383,6 +383,23 @@ def test_stream_equals_generate_text_on_gpt_model():
     )
 
 
+def test_stream_reports_token_count_and_finish_reason():
+    tok = ByteTokenizer()
+    model = make_model(13)
+    prompt = tok.encode("Hi")
+    full = generate(model, [prompt], 12, eos_id=None)[0, len(prompt) :].tolist()
+    # Token ids work as the prompt too; running out of tokens is "length".
+    stream = stream_generate(model, tok, prompt, 12, eos_id=None)
+    text = "".join(stream)
+    assert (stream.new_tokens, stream.finish_reason) == (12, "length")
+    assert text == tok.decode_bytes(full).decode("utf-8", errors="replace")
+    # A stop string inside the continuation ends it early, as "stop".
+    stop = text[3:5]
+    stream = stream_generate(model, tok, prompt, 12, eos_id=None, stop_strings=[stop])
+    assert "".join(stream) == text[: text.find(stop)]
+    assert stream.finish_reason == "stop" and stream.new_tokens < 12
+
+
 def test_stream_restores_grad_mode_between_pieces():
     model = make_model(14)
     model.train()

@@ -545,7 +545,7 @@ def generate(
     return dec.output()
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Encode a prompt, letting it contain <|endoftext|> (documents are joined with it)."""
     specials = getattr(tokenizer, "special_tokens", None)
     if isinstance(specials, Mapping) and EOT not in specials:
@@ -600,7 +600,7 @@ def generate_text(
             raise DataError(f"empty prompt{where}: give at least one character of text")
     stops = _check_stops(stop_strings, tokenizer)
     dec = _make_decoder(
-        model, [_encode(tokenizer, p) for p in prompts], max_new_tokens, context_size,
+        model, [encode_prompt(tokenizer, p) for p in prompts], max_new_tokens, context_size,
         temperature, top_k, top_p, _resolve_eos(tokenizer, eos_id), use_cache, None, stops,
         tokenizer, seed, generator, pad_id,
     )  # fmt: skip
@@ -613,10 +613,32 @@ def generate_text(
     return texts[0] if single else texts
 
 
+class TextStream(Iterator[str]):
+    """What :func:`stream_generate` returns: an iterator of text pieces that, once exhausted (or
+    closed), also tells how many tokens were generated and why generation ended."""
+
+    def __init__(self, dec: _Decoder, tokenizer: Any, stops: list[str]) -> None:
+        self._dec = dec
+        self.finish_reason: str | None = None  # "stop" (end-of-text or a stop string) | "length"
+        self._pieces = _stream(dec, tokenizer, stops, self)
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop generating (e.g. the client went away)."""
+        self._pieces.close()
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated so far (end-of-text not counted)."""
+        return self._dec.new_lengths()[0]
+
+
 def stream_generate(
     model: nn.Module,
     tokenizer: TokenizerLike,
-    prompt: str,
+    prompt: str | Sequence[int],
     max_new_tokens: int = 50,
     context_size: int | None = None,
     temperature: float = 0.0,
@@ -628,25 +650,33 @@ def stream_generate(
     stop_strings: str | Sequence[str] | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
-) -> Iterator[str]:
-    """Yield the continuation of one prompt piece by piece as tokens arrive.
+) -> TextStream:
+    """Yield the continuation of one prompt (text, or its token ids) piece by piece as tokens
+    arrive; the returned :class:`TextStream` then also has ``new_tokens`` and ``finish_reason``.
 
     A character whose UTF-8 bytes span several tokens is yielded whole once complete (never as
     U+FFFD), and text that could be the start of a stop string is held back until it is not, so
     ``"".join(stream_generate(...)) == generate_text(...)`` with the same options.
     """
-    if not isinstance(prompt, str):
-        raise DataError("stream_generate takes one prompt string (use generate_text for a batch)")
+    if isinstance(prompt, str):
+        ids = encode_prompt(tokenizer, prompt)
+    elif isinstance(prompt, Sequence) and all(_is_int(i) for i in prompt):
+        ids = list(prompt)
+    else:
+        raise DataError(
+            "stream_generate takes one prompt: a string or a list of token ids "
+            "(use generate_text for a batch)"
+        )
     if not prompt:
         raise DataError("empty prompt: give at least one character of text")
     stops = _check_stops(stop_strings, tokenizer)
     # Stop strings are matched on the text here; the decoder only needs to stop at eos.
     dec = _make_decoder(
-        model, [_encode(tokenizer, prompt)], max_new_tokens, context_size, temperature, top_k,
+        model, [ids], max_new_tokens, context_size, temperature, top_k,
         top_p, _resolve_eos(tokenizer, eos_id), use_cache, None, None, None, seed, generator,
         None,
     )  # fmt: skip
-    return _stream(dec, tokenizer, stops)
+    return TextStream(dec, tokenizer, stops)
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -660,8 +690,9 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
     return best
 
 
-def _stream(dec: _Decoder, tokenizer: Any, stops: list[str]) -> Iterator[str]:
+def _stream(dec: _Decoder, tokenizer: Any, stops: list[str], out: TextStream) -> Iterator[str]:
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out.finish_reason = "length"
     text = ""  # continuation decoded so far
     sent = 0  # how much of it has been yielded
     longest = max((len(s) for s in stops), default=0)
@@ -669,6 +700,7 @@ def _stream(dec: _Decoder, tokenizer: Any, stops: list[str]) -> Iterator[str]:
     try:
         for produced in steps:
             if not bool(produced[0]):
+                out.finish_reason = "stop"
                 break  # end-of-text
             tok = int(dec.buf[0, dec.length - 1])
             piece = utf8.decode(_token_bytes(tokenizer, [tok]))
@@ -681,6 +713,7 @@ def _stream(dec: _Decoder, tokenizer: Any, stops: list[str]) -> Iterator[str]:
                 continue
             cut, found = _cut_at_stop(text[max(0, sent - longest) :], stops)
             if found:
+                out.finish_reason = "stop"
                 end = max(0, sent - longest) + len(cut)
                 if end > sent:
                     yield text[sent:end]
@@ -692,6 +725,8 @@ def _stream(dec: _Decoder, tokenizer: Any, stops: list[str]) -> Iterator[str]:
     finally:
         steps.close()
     text += utf8.decode(b"", final=True)
-    text = _cut_at_stop(text, stops)[0]
+    text, found = _cut_at_stop(text, stops)
+    if found:
+        out.finish_reason = "stop"
     if len(text) > sent:
         yield text[sent:]

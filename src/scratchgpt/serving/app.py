@@ -424,9 +424,9 @@ def create_app(
         return app
 
     def encode(text: str) -> list[int]:
-        from scratchgpt.generation import _encode
+        from scratchgpt.generation import encode_prompt
 
-        ids = _encode(served.tokenizer, text)
+        ids = encode_prompt(served.tokenizer, text)
         if not ids:
             raise APIError(400, "the prompt is empty: give at least one character", param="prompt")
         return ids

@@ -150,7 +150,7 @@ def run_generation(
     """Generate ``n`` continuations of each prompt (choice ``i * n + j``), emitting
     ``(index, piece)`` as text arrives; stops early when ``should_stop()`` says so. Choice
     ``j`` of a seeded request uses ``seed + j``."""
-    from scratchgpt.generation import _cut_at_stop, _make_decoder, _stream, _token_bytes
+    from scratchgpt.generation import stream_generate
 
     tok = served.tokenizer
     eos = getattr(tok, "eot_id", None)
@@ -158,14 +158,12 @@ def run_generation(
     for i, ids in enumerate(prompts):
         for j in range(n):
             index = i * n + j
-            # The decoder and the stream are the ones stream_generate uses; built here so the
-            # number of generated tokens can be read back for `usage`.
-            dec = _make_decoder(
-                served.model, [ids], max_tokens, None, temperature, top_k, top_p, eos, True,
-                None, None, None, None if seed is None else seed + j, None, None,
-            )  # fmt: skip
             pieces: list[str] = []
-            stream = _stream(dec, tok, stop)
+            stream = stream_generate(
+                served.model, tok, ids, max_tokens, temperature=temperature, top_k=top_k,
+                top_p=top_p, eos_id=eos, stop_strings=stop or None,
+                seed=None if seed is None else seed + j,
+            )  # fmt: skip
             try:
                 for piece in stream:
                     pieces.append(piece)
@@ -174,12 +172,11 @@ def run_generation(
                         return choices
             finally:
                 stream.close()
-            n_new = dec.new_lengths()[0]
-            raw = _token_bytes(tok, dec.buf[0, dec.prompt_len : dec.prompt_len + n_new].tolist())
-            hit_stop = _cut_at_stop(raw.decode("utf-8", errors="replace"), stop)[1]
-            finish = "stop" if hit_stop or n_new < max_tokens else "length"
-            choices.append(Choice(index, "".join(pieces), finish, n_new))
+            choices.append(
+                Choice(index, "".join(pieces), stream.finish_reason or "stop", stream.new_tokens)
+            )
             emit((index, None))
             if should_stop():
                 return choices
+    return choices
     return choices
