@@ -31,8 +31,10 @@ def main() -> None:
     for name, tok in tokenizers.items():
         ids = tok.encode(text, allowed_special="all")
         exact = tok.decode(ids) == text
-        print(f"{name:34} {tok.vocab_size:7,} {len(ids):7,} {len(text.encode()) / len(ids):11.2f}  "
-              f"{'exact' if exact else 'lossy'}")
+        print(
+            f"{name:34} {tok.vocab_size:7,} {len(ids):7,} {len(text.encode()) / len(ids):11.2f}  "
+            f"{'exact' if exact else 'lossy'}"
+        )
     print(f"(the BPE above was trained on The Verdict in {train_seconds:.1f} s)\n")
 
     gpt2 = tokenizers["gpt2 (tiktoken backend)"]
