@@ -35,7 +35,7 @@ from scratchgpt.data.instructions import (
 )
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
-from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, _build
+from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, config_from_dict
 from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
@@ -96,7 +96,7 @@ class InstructConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {unknown}")
-        d["train"] = _build(TrainConfig, d.get("train") or {}, f"{source}: train")
+        d["train"] = config_from_dict(TrainConfig, d.get("train") or {}, f"{source}: train")
         return cls(**d)
 
 

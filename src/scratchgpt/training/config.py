@@ -224,7 +224,7 @@ class RunConfig:
             )
         parts = {}
         for name, klass in SECTIONS.items():
-            parts[name] = _build(klass, d.get(name) or {}, f"{source}: {name}")
+            parts[name] = config_from_dict(klass, d.get(name) or {}, f"{source}: {name}")
         return cls(**parts)
 
     def with_overrides(self, overrides: dict[str, Any], source: str = "overrides") -> RunConfig:
@@ -305,7 +305,8 @@ def _load_mapping(path: PathLike) -> Any:
     return _parse_yaml(text, str(p))
 
 
-def _build(klass: type, d: Any, source: str) -> Any:
+def config_from_dict(klass: type, d: Any, source: str) -> Any:
+    """One config section (TrainConfig, DataConfig, ...) from a mapping; errors name ``source``."""
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected a mapping of fields, got {type(d).__name__}")
     known = {f.name for f in dataclasses.fields(klass)}
