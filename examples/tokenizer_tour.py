@@ -35,7 +35,7 @@ def main() -> None:
             f"{name:34} {tok.vocab_size:7,} {len(ids):7,} {len(text.encode()) / len(ids):11.2f}  "
             f"{'exact' if exact else 'lossy'}"
         )
-    print(f"(the BPE above was trained on The Verdict in {train_seconds:.1f} s)\n")
+    print(f"(the BPE above was trained on The Verdict in {train_seconds:.2f} s)\n")
 
     gpt2 = tokenizers["gpt2 (tiktoken backend)"]
     sample = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
