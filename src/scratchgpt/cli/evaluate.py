@@ -83,21 +83,11 @@ def register(subparsers: Any) -> None:
             "model's context length)."
         ),
     )
-    from scratchgpt.cli.respond import add_model_flags
+    from scratchgpt.cli.respond import add_model_flags, add_record_flags
 
     add_model_flags(lo)
     lo.add_argument("--data", metavar="FILE", help="records (default: the bundled set) or .txt")
-    lo.add_argument(
-        "--split",
-        choices=["all", "train", "test", "val"],
-        default="val",
-        help="records only: which split (default: val, the last 5%%)",
-    )
-    lo.add_argument("--train-frac", type=float, default=0.85, help="default: 0.85")
-    lo.add_argument("--test-frac", type=float, default=0.10, help="default: 0.10")
-    lo.add_argument("--limit", type=int, metavar="N", help="only the first N records")
-    for name in ("instruction", "input", "output"):
-        lo.add_argument(f"--{name}-field", metavar="NAME", help=f"field holding the {name}")
+    add_record_flags(lo, default_split="val")  # the last 5%: held out from training
     lo.add_argument(
         "--mask-prompt", action="store_true", help="records: count only the response tokens"
     )

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from scratchgpt.cli.pretrain import add_config_flags, config_overrides
+from scratchgpt.cli.pretrain import add_config_flags, add_run_flags, config_overrides
 
 # ClassifyConfig fields and their flags (defaults live in the dataclass; SUPPRESS keeps
 # "not given" distinguishable so a resumed run's saved settings stay in force).
@@ -131,14 +131,7 @@ def register(subparsers: Any) -> None:
         group.add_argument(
             "--" + name.replace("_", "-"), dest=f"clf__{name}", default=argparse.SUPPRESS, **kwargs
         )
-    p.add_argument("--out", metavar="DIR", required=True, help="run folder")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out (its saved settings apply unless flags change them)",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the settings and exit")
+    add_run_flags(p)
     add_config_flags(p, ("train",), title="training (as scratchgpt pretrain)")
     p.set_defaults(func=run)
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.cli.pretrain import add_config_flags, config_overrides
+from scratchgpt.cli.pretrain import add_config_flags, add_run_flags, config_overrides
 
 _S = argparse.SUPPRESS
 
@@ -97,14 +97,7 @@ def register(subparsers: Any) -> None:
         "weight (default: 0, full fine-tuning; the book's appendix uses 16)",
     )
     p.add_argument("--lora-alpha", type=float, metavar="X", default=_S, help="default: 16")
-    p.add_argument("--out", metavar="DIR", required=True, help="run folder")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out (its saved settings apply unless flags change them)",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_run_flags(p)
     add_config_flags(
         p, ("train",), defaults=BOOK_CH7_TRAIN, title="training (as `scratchgpt pretrain`)"
     )

@@ -55,6 +55,25 @@ def add_config_flags(
             group.add_argument(flag_name(section, f.name), f"--{section}.{f.name}", **kwargs)
 
 
+def add_run_flags(parser: argparse.ArgumentParser, resume_help: str | None = None) -> None:
+    """--out, --overwrite, --resume and --print-config: the same on every training command."""
+    parser.add_argument(
+        "--out", metavar="DIR", required=True, help="run folder (logs, checkpoints, plots)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run in --out first"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=resume_help
+        or "continue the run in --out (its saved settings apply unless flags change them)",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+
+
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """{"section.field": value} for the config flags given on the command line."""
     out = {}
@@ -90,17 +109,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--config", metavar="FILE", help="YAML or JSON run config (applied over the preset)"
     )
-    p.add_argument(
-        "--out", metavar="DIR", required=True, help="run folder (logs, checkpoints, plots)"
+    add_run_flags(
+        p,
+        resume_help="continue the run in --out from its newest complete checkpoint (its "
+        "config.yaml is the base config unless --preset/--config is given)",
     )
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest complete checkpoint (its config.yaml is "
-        "the base config unless --preset/--config is given)",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_config_flags(p)
     p.set_defaults(func=run)
 

@@ -57,22 +57,28 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="JSON or JSONL instruction records (default: the bundled set)",
     )
+    add_record_flags(p, default_split="all")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
+    p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)
+
+
+def add_record_flags(p: argparse.ArgumentParser, default_split: str) -> None:
+    """--split/--train-frac/--test-frac/--limit/--*-field: which records `select_records` takes
+    (split as finetune-instruct splits them)."""
     p.add_argument(
         "--split",
         choices=["all", "train", "test", "val"],
-        default="all",
-        help="which part of the records (split as finetune-instruct does; default: all)",
+        default=default_split,
+        help=f"which part of the records (split as finetune-instruct does; default: {default_split})",
     )
     p.add_argument("--train-frac", type=float, default=0.85, help="default: 0.85")
     p.add_argument("--test-frac", type=float, default=0.10, help="default: 0.10")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N records")
     for name in ("instruction", "input", "output"):
         p.add_argument(f"--{name}-field", metavar="NAME", help=f"field holding the {name}")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
-    p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=run)
 
 
 def select_records(args: argparse.Namespace) -> list[dict[str, str]]:
