@@ -20,12 +20,7 @@ a time. :func:`load_checkpoint` also reads Hugging Face GPT-2 folders (see scrat
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 from scratchgpt import __version__
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError
-from scratchgpt.fileio import PathLike, atomic_write_json, read_json, read_text
+from scratchgpt.fileio import (
+    OVERWRITE_HINT as OVERWRITE_HINT,
+)
+from scratchgpt.fileio import (
+    PathLike,
+    atomic_folder,
+    read_json,
+    read_text,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -52,8 +56,6 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
 BEST_FILE = "best"
 
-OVERWRITE_HINT = "pass overwrite=True (CLI: --overwrite) to replace it"
-
 
 @dataclass
 class LoadedModel:
@@ -65,68 +67,6 @@ class LoadedModel:
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
     format: str = "scratchgpt"  # "scratchgpt" or "hf-gpt2"
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic folder writes
-# --------------------------------------------------------------------------------------------
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-
-
-def _refuse_existing(dest: Path, overwrite: bool) -> None:
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; refusing to overwrite it ({OVERWRITE_HINT})")
-
-
-@contextmanager
-def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; on success it replaces ``path``.
-
-    An existing ``path`` is refused unless ``overwrite``; with it, the old folder is removed only
-    after the new one is complete and renamed into place. On any error the temporary folder is
-    deleted and ``path`` is left as it was.
-    """
-    dest = Path(path)
-    _refuse_existing(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        # Checked again: another process may have created it while we were writing.
-        _refuse_existing(dest, overwrite)
-        if dest.exists() or dest.is_symlink():
-            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(dest, old)
-            try:
-                os.rename(tmp, dest)
-            except BaseException:
-                os.rename(old, dest)
-                raise
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.rename(tmp, dest)
-        _fsync_path(dest.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,6 +457,21 @@ def save_checkpoint(
     overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (and ``tokenizer``) as a checkpoint folder at ``dir``, atomically."""
+    with atomic_folder(dir, overwrite=overwrite) as tmp:
+        write_checkpoint_files(tmp, model, tokenizer, metadata=metadata, label=str(dir))
+    return Path(dir)
+
+
+def write_checkpoint_files(
+    folder: Path,
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    label: str | None = None,
+) -> None:
+    """Write a checkpoint's files into ``folder`` (which the caller makes atomic with
+    :func:`scratchgpt.fileio.atomic_folder`, so each file is written once, not twice)."""
     from safetensors.torch import save_file
 
     gpt = unwrap_model(model)
@@ -527,7 +482,7 @@ def save_checkpoint(
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {e}") from None
     if tokenizer is not None:
-        _check_vocab(cfg.vocab_size, tokenizer, str(dir))
+        _check_vocab(cfg.vocab_size, tokenizer, label or str(folder))
     skip = {"out_head.weight"} if cfg.tie_weights else set()
     tensors = {
         k: v.detach().to("cpu").contiguous() for k, v in gpt.state_dict().items() if k not in skip
@@ -539,13 +494,11 @@ def save_checkpoint(
         "tokenizer": TOKENIZER_FILE if tokenizer is not None else None,
         "metadata": meta,
     }
-    with atomic_folder(dir, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
-        if tokenizer is not None:
-            tokenizer.save(tmp / TOKENIZER_FILE)
-        atomic_write_json(tmp / MANIFEST_FILE, manifest)
-    return Path(dir)
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    write_json(folder / CONFIG_FILE, cfg.to_dict())
+    if tokenizer is not None:
+        tokenizer.save(folder / TOKENIZER_FILE)
+    write_json(folder / MANIFEST_FILE, manifest)
 
 
 def read_manifest(folder: PathLike) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +59,116 @@ def _umask() -> int:
     return mask
 
 
+def fsync_path(path: PathLike) -> None:
+    """Flush a file or folder entry to disk (folders: best effort, some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: PathLike) -> None:
+    """Flush every file and folder under ``root`` (and ``root`` itself) to disk."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(dirpath)
+
+
+def _refuse_existing(dest: Path, overwrite: bool) -> None:
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} exists; refusing to overwrite it ({OVERWRITE_HINT})")
+
+
+OVERWRITE_HINT = "pass overwrite=True (CLI: --overwrite) to replace it"
+
+
+@contextmanager
+def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write a file to; on success it is flushed and
+    renamed onto ``path``, on any error deleted, so ``path`` never holds half a file.
+
+    This and :func:`atomic_folder` are the project's only atomic writes; every output goes
+    through one of them.
+    """
+    dest = Path(path)
+    _refuse_existing(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its files are private (0600); outputs get the mode a plain open() would.
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
+            fsync_path(tmp)
+            _refuse_existing(dest, overwrite)
+            os.replace(tmp, dest)
+            fsync_path(dest.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces ``path``.
+
+    An existing ``path`` is refused unless ``overwrite``; with it, the old folder is removed only
+    after the new one is complete and renamed into place. Files written inside need no atomic
+    write of their own: the whole folder is flushed once and renamed once. On any error the
+    temporary folder is deleted and ``path`` is left as it was.
+    """
+    dest = Path(path)
+    _refuse_existing(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh_dir(dest.parent, f".{dest.name}.", ".tmp")
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        # Checked again: another process may have created it while we were writing.
+        _refuse_existing(dest, overwrite)
+        if dest.exists() or dest.is_symlink():
+            old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+            os.rename(dest, old)
+            try:
+                os.rename(tmp, dest)
+            except BaseException:
+                os.rename(old, dest)
+                raise
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        else:
+            os.rename(tmp, dest)
+        fsync_path(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fresh_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new uniquely named folder with the usual umask mode (mkdtemp's would be 0700)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> Path:
     """Write `data` to `path` via a temporary file and an atomic rename."""
-    p = Path(path)
-    if not overwrite and p.exists():
-        raise FileExistsError(
-            f"{p} exists; refusing to overwrite it (use --overwrite to replace it)"
-        )
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: PathLike, text: str, overwrite: bool = True) -> Path:
@@ -84,10 +176,21 @@ def atomic_write_text(path: PathLike, text: str, overwrite: bool = True) -> Path
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
+def json_text(obj: Any) -> str:
+    """The project's JSON file layout: indented, UTF-8, trailing newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(path: PathLike, obj: Any, overwrite: bool = True) -> Path:
     """Write JSON (indented, UTF-8, trailing newline) atomically."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    return atomic_write_text(path, text, overwrite=overwrite)
+    return atomic_write_text(path, json_text(obj), overwrite=overwrite)
+
+
+def write_json(path: PathLike, obj: Any) -> Path:
+    """Write JSON plainly, for files inside a folder that :func:`atomic_folder` publishes."""
+    p = Path(path)
+    p.write_bytes(json_text(obj).encode("utf-8"))
+    return p
 
 
 def read_json(path: PathLike) -> Any:

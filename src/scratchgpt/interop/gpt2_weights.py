@@ -27,7 +27,6 @@ from scratchgpt.checkpoints import (
     DictSource,
     SafetensorsSource,
     TensorMap,
-    atomic_folder,
     check_source,
     locate_checkpoint,
     materialize,
@@ -36,7 +35,7 @@ from scratchgpt.checkpoints import (
 )
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError
-from scratchgpt.fileio import PathLike, atomic_write_json, read_json
+from scratchgpt.fileio import PathLike, atomic_folder, read_json, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -299,7 +298,7 @@ def save_hf_gpt2(model: Any, dir: PathLike, *, overwrite: bool = False) -> Path:
     config = hf_config_from_ours(gpt.cfg, dtype=gpt.tok_emb.weight.dtype)
     with atomic_folder(dir, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic_write_json(tmp / CONFIG_FILE, config)
+        write_json(tmp / CONFIG_FILE, config)
     return Path(dir)
 
 

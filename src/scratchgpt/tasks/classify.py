@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
-from scratchgpt.fileio import PathLike, atomic_write_json, read_json
+from scratchgpt.fileio import PathLike, atomic_path, atomic_write_json, read_json
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.task import Task
 
@@ -286,9 +286,8 @@ def plot_accuracy(run_dir: PathLike, examples_per_step: int | None = None) -> Pa
         top.set_xlabel("Examples seen")
     fig.tight_layout()
     out = run / "accuracy.png"
-    tmp = out.with_name(".accuracy.png.tmp")
-    fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import DataError
-from scratchgpt.fileio import PathLike
+from scratchgpt.fileio import PathLike, atomic_path
 from scratchgpt.training.logging import METRICS_FILE, read_metrics
 
 
@@ -29,9 +29,8 @@ def _save(fig: Any, out_base: Path, pdf: bool) -> list[Path]:
         paths.append(out_base.with_suffix(".pdf"))
     for p in paths:
         # Written beside the target, then renamed: a reader never sees half an image.
-        tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, format=p.suffix[1:], dpi=150, bbox_inches="tight")
-        tmp.replace(p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:], dpi=150, bbox_inches="tight")
     return paths
 
 

@@ -14,7 +14,7 @@ A run folder keeps its checkpoints under ``checkpoints/``::
       latest                  a text file naming the newest complete folder
       best                    a text file naming the folder with the lowest validation loss
 
-A checkpoint is built in a hidden ``.tmp-step-...`` folder, every file fsynced, then renamed into
+A checkpoint is built in a hidden ``.step-....tmp`` folder (``fileio.atomic_folder``), every file fsynced, then renamed into
 place; only then is ``latest`` rewritten (atomically). A crash at any moment therefore leaves
 either the old state or the new one, never a folder that looks complete but is not. Resuming
 takes the newest folder that loads; a corrupt one is skipped with a warning saying what is
@@ -24,7 +24,6 @@ read with ``torch.load(weights_only=True)``: loading never unpickles arbitrary o
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -44,7 +43,7 @@ from scratchgpt.checkpoints import read_pointer
 from scratchgpt.checkpoints import resolve_checkpoint as resolve_checkpoint
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
-from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text, read_json
+from scratchgpt.fileio import PathLike, atomic_folder, atomic_write_text, read_json, write_json
 
 STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -132,33 +131,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # Saving
 
 
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def remove_temporary(ckpt_root: PathLike) -> None:
     """Delete leftovers of checkpoints whose writing was interrupted."""
     root = Path(ckpt_root)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".tmp-") and p.is_dir():
+            # ".tmp-" is the layout of older versions; fileio.atomic_folder names them ".step-*.tmp".
+            temporary = p.name.startswith(".tmp-") or (
+                p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name)
+            )
+            if temporary and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -172,30 +154,19 @@ def save_training_checkpoint(
     *,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-NNNNNN`` atomically and point ``latest`` at it."""
-    from scratchgpt.checkpoints import save_checkpoint
+    """Write ``checkpoints/step-NNNNNN`` atomically (written and renamed once) and point
+    ``latest`` at it."""
+    from scratchgpt.checkpoints import write_checkpoint_files
 
     root = Path(ckpt_root)
-    root.mkdir(parents=True, exist_ok=True)
     name = step_dirname(step)
-    tmp = root / f".tmp-{name}"
     final = root / name
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        save_checkpoint(tmp, model, tokenizer, metadata=metadata, overwrite=False)
-        atomic_write_json(tmp / TRAIN_CONFIG_FILE, run_config)
+    # A folder already there can only be one that failed to load when the run resumed.
+    with atomic_folder(final, overwrite=True) as tmp:
+        write_checkpoint_files(tmp, model, tokenizer, metadata=metadata, label=str(final))
+        write_json(tmp / TRAIN_CONFIG_FILE, run_config)
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, **training_state}
         torch.save(state, tmp / STATE_FILE)
-        _fsync_tree(tmp)
-        if final.exists():
-            # Only a folder that failed to load when the run resumed can be here: replace it.
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_text(root / LATEST_FILE, name + "\n")
     return final
 
