@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scratchgpt.cli import main
 from scratchgpt.data import ShardDataset, load_shard, load_text, prepare
-from scratchgpt.data.corpus import _safe_cut
+from scratchgpt.data.documents import _safe_cut
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.tokenizers import get_tokenizer, load_tokenizer
 

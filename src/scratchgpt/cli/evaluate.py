@@ -15,7 +15,11 @@ def register(subparsers: Any) -> None:
     )
     sub = p.add_subparsers(dest="evaluate_command", metavar="WHAT", title="evaluations")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    _register_judge(sub)
+    _register_loss(sub)
 
+
+def _register_judge(sub: Any) -> None:
     j = sub.add_parser(
         "judge",
         help="score model responses 0-100 with an LLM over HTTP (Ollama or OpenAI-compatible)",
@@ -73,6 +77,8 @@ def register(subparsers: Any) -> None:
     j.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     j.set_defaults(func=run_judge)
 
+
+def _register_loss(sub: Any) -> None:
     lo = sub.add_parser(
         "loss",
         help="held-out loss and perplexity of a checkpoint",

@@ -22,7 +22,6 @@ cache compared with uint32.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from scratchgpt.errors import ConfigError, DataError
-from scratchgpt.fileio import PathLike
+from scratchgpt.fileio import PathLike, atomic_path
 
 SHARD_MAGIC = b"SGPTSHRD"
 SHARD_VERSION = 1
@@ -102,13 +101,9 @@ class ShardWriter:
         self.vocab_size = int(vocab_size)
         self.dtype = dtype_for_vocab(self.vocab_size)
         self.num_tokens = 0
-        if not overwrite and self.path.exists():
-            raise FileExistsError(
-                f"{self.path} exists; refusing to overwrite it (use --overwrite to replace it)"
-            )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Not mkstemp: its files are private (0600); a shard should get the usual umask mode.
-        self._tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
+        # fileio.atomic_path, held open for the writer's life: close() publishes, abort() drops.
+        self._publish = atomic_path(self.path, overwrite=overwrite)
+        self._tmp = self._publish.__enter__()
         self._file: Any = open(self._tmp, "xb")  # noqa: SIM115 (closed in close/abort)
         self._file.write(b"\0" * HEADER_SIZE)
 
@@ -130,14 +125,12 @@ class ShardWriter:
         try:
             f.seek(0)
             f.write(_pack_header(self.dtype, self.num_tokens, self.vocab_size))
-            f.flush()
-            os.fsync(f.fileno())
             f.close()
-            os.replace(self._tmp, self.path)
-        except BaseException:
+        except BaseException as e:
             f.close()
-            self._tmp.unlink(missing_ok=True)
+            self._publish.__exit__(type(e), e, e.__traceback__)
             raise
+        self._publish.__exit__(None, None, None)
         return ShardHeader(self.path, SHARD_VERSION, self.dtype, self.num_tokens, self.vocab_size)
 
     def abort(self) -> None:
@@ -145,7 +138,8 @@ class ShardWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._tmp.unlink(missing_ok=True)
+            aborted = RuntimeError("shard writer aborted")
+            self._publish.__exit__(RuntimeError, aborted, None)
 
     def __enter__(self) -> ShardWriter:
         return self

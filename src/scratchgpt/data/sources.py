@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchgpt.errors import DataError
-from scratchgpt.fileio import PathLike, read_text
+from scratchgpt.fileio import PathLike, atomic_path, read_text
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,8 @@ def download(
                 "the file on the server changed or the download was corrupted. Nothing was saved. "
                 "Pass local_path=... to use a copy you trust, or use the bundled copy"
             )
-        os.replace(payload, dest)
+        with atomic_path(dest) as out:
+            os.replace(payload, out)
     return dest
 
 
