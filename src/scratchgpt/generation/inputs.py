@@ -36,6 +36,7 @@ def model_limits(model: nn.Module, context_size: int | None) -> tuple[int, int |
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters are (CPU for a model without any)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -110,6 +111,7 @@ def prepare_prompt(
 
 
 def check_vocab(ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int | None) -> None:
+    """A DataError naming the first real token id outside the vocabulary, if any."""
     real = ids if mask is None else ids.masked_fill(~mask, 0)
     bad = (real < 0) if vocab_size is None else (real < 0) | (real >= vocab_size)
     if bool(bad.any()):

@@ -19,8 +19,15 @@ from scratchgpt.generation.decode import Decoder, make_decoder, token_bytes
 from scratchgpt.generation.sampling import SamplingConfig, is_int, sampling_from
 from scratchgpt.generation.stops import StopMatcher, check_stop_strings
 
-__all__ = ["AUTO", "EOT", "TextStream", "TokenizerLike", "encode_prompt", "generate_text",
-           "stream_generate"]  # fmt: skip
+__all__ = [
+    "AUTO",
+    "EOT",
+    "TextStream",
+    "TokenizerLike",
+    "encode_prompt",
+    "generate_text",
+    "stream_generate",
+]
 
 # Text helpers stop at the tokenizer's end-of-text token unless told otherwise.
 AUTO = "auto"

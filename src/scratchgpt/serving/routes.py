@@ -9,6 +9,7 @@ be called alone: ``await health(served=..., engine=...)``. Three routers group t
 
 from __future__ import annotations
 
+import functools
 import hmac
 from importlib import resources
 from typing import Annotated, Any
@@ -209,14 +210,16 @@ def start_generation(
     stop: list[str],
 ) -> Job:
     """Queue the generation job of a request."""
-    sampling = sampling_of(body)
-    return submit(
-        engine,
-        lambda emit, should_stop: run_generation(
-            served, prompts, n=body.n, max_tokens=max_tokens, sampling=sampling, stop=stop,
-            emit=emit, should_stop=should_stop,
-        ),
-    )  # fmt: skip
+    job = functools.partial(
+        run_generation,
+        served,
+        prompts,
+        n=body.n,
+        max_tokens=max_tokens,
+        sampling=sampling_of(body),
+        stop=stop,
+    )
+    return submit(engine, lambda emit, should_stop: job(emit=emit, should_stop=should_stop))
 
 
 # --------------------------------------------------------------------------------------------
