@@ -14,6 +14,7 @@ import torch
 
 from scratchgpt.chat import ChatSession
 from scratchgpt.config import GPTConfig
+from scratchgpt.model import GPTModel
 from scratchgpt.tasks.instruct import load_instruct_model
 
 
@@ -51,6 +52,26 @@ def test_history_is_kept_within_the_context(chat_ckpt):
     assert "capital of France" not in prompt and "fact number 7" in prompt
     session.reset()
     assert session.build_prompt("hi") == "<|user|>\nhi\n<|assistant|>:\n"
+
+
+def test_chat_and_server_share_one_prompt_renderer():
+    """A session's history and the same conversation sent as chat messages give one prompt."""
+    from scratchgpt.data.prompts import render_chat
+    from scratchgpt.tokenizers import get_tokenizer
+
+    model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=50257, context_length=1024))
+    session = ChatSession(model, get_tokenizer("gpt2"), "alpaca", max_new_tokens=8)
+    session.history = [("Name a colour.", "Blue"), ("Another?", "Red")]
+    messages = [
+        ("user", "Name a colour."),
+        ("assistant", "Blue"),
+        ("user", "Another?"),
+        ("assistant", "Red"),
+        ("user", "One more?"),
+    ]
+    prompt = session.build_prompt("One more?")
+    assert render_chat(messages, "alpaca") == prompt
+    assert prompt.count("### Instruction:") == 3 and prompt.endswith("### Response:\n")
 
 
 def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:

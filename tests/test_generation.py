@@ -12,12 +12,14 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError, ScratchGPTError
 from scratchgpt.generation import (
+    SamplingConfig,
     generate,
     generate_text,
     optimize_for_decoding,
     sample_next_token,
     stream_generate,
 )
+from scratchgpt.generation.stops import StopMatcher
 from scratchgpt.model import GPTModel
 
 
@@ -269,6 +271,18 @@ def test_seed_reproducible_and_generator_equivalent():
     assert torch.equal(b, generate(model, idx, 15, **kw))
 
 
+def test_sampling_config_equals_keyword_options():
+    model = make_model(12)
+    idx = torch.tensor([[1, 2, 3]])
+    options = SamplingConfig(temperature=1.5, top_k=100, top_p=0.9, seed=5)
+    a = generate(model, idx, 15, sampling=options)
+    assert torch.equal(a, generate(model, idx, 15, temperature=1.5, top_k=100, top_p=0.9, seed=5))
+    with pytest.raises(ConfigError, match="not both"):
+        generate(model, idx, 15, temperature=1.0, sampling=options)
+    with pytest.raises(ConfigError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+
+
 def test_sample_greedy_is_argmax_and_top_k_one():
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
     assert torch.equal(sample_next_token(logits), logits.argmax(-1))
@@ -328,6 +342,15 @@ def test_stop_string_tokens_end_at_completing_token_and_text_is_cut():
     text = generate_text(model, tok, ">", 20, context_size=64, stop_strings=["i."])
     assert text == "h"
     assert "".join(stream_generate(model, tok, ">", 20, context_size=64, stop_strings="i.")) == "h"
+
+
+def test_stop_matcher_finds_strings_across_pieces_in_text_and_bytes():
+    text = StopMatcher(["ab", "xyz"])
+    assert [text.push(p) for p in ["x", "a", "by", "z", "ab"]] == [False, False, True, False, True]
+    assert text.cut("12xyz3ab") == ("12", True) and text.cut("123") == ("123", False)
+    assert text.held_back("12xy") == 2 and text.held_back("12a") == 1 and text.held_back("1") == 0
+    raw = StopMatcher(["é".encode()])  # a stop string split inside one character
+    assert [raw.push(b) for b in (b"\xc3", b"\xa9")] == [False, True]
 
 
 def test_stop_strings_per_row_in_a_batch():

@@ -26,8 +26,9 @@ except ImportError:
     httpx = pytest.importorskip("httpx2")
 
 from scratchgpt.config import GPTConfig  # noqa: E402
-from scratchgpt.generation import generate, generate_text  # noqa: E402
-from scratchgpt.serving import create_app, load_served_model, render_chat  # noqa: E402
+from scratchgpt.data.prompts import render_chat  # noqa: E402
+from scratchgpt.generation import SamplingConfig, generate, generate_text  # noqa: E402
+from scratchgpt.serving import create_app, load_served_model  # noqa: E402
 from scratchgpt.serving.model import run_generation  # noqa: E402
 
 CONTEXT = 64
@@ -450,8 +451,8 @@ def test_cancelled_generation_stops_between_tokens(base):
     pieces = []
     ids = base.tokenizer.encode("Hello")
     out = run_generation(
-        base, [ids], n=1, max_tokens=30, temperature=0.0, top_p=None, top_k=None, stop=[],
-        seed=None, emit=pieces.append, should_stop=lambda: len(pieces) >= 3,
+        base, [ids], n=1, max_tokens=30, sampling=SamplingConfig(), stop=[],
+        emit=pieces.append, should_stop=lambda: len(pieces) >= 3,
     )  # fmt: skip
     assert out == [] and len(pieces) == 3
 

@@ -15,8 +15,10 @@ from typing import Any
 from torch import nn
 
 from scratchgpt.data.instructions import DEFAULT_STYLE, get_prompt_style
+from scratchgpt.data.prompts import TURN_SEPARATOR, render_turn, render_turns, turn_stops
+from scratchgpt.generation import SamplingConfig, stream_generate
 
-TURN_SEPARATOR = "\n\n"
+__all__ = ["TURN_SEPARATOR", "ChatSession"]
 
 
 @dataclass
@@ -41,23 +43,22 @@ class ChatSession:
         self.max_new_tokens = max(1, min(self.max_new_tokens, self.context_length - 8))
 
     def _turn(self, user: str, reply: str | None) -> str:
-        entry = {"instruction": user, "input": "", "output": reply or ""}
-        return self._style.prompt(entry) + (reply if reply is not None else "")
+        return render_turn(user, reply, self._style)
 
     def build_prompt(self, message: str) -> str:
         """The prompt for ``message``: as many recent turns as fit, then the new one."""
-        budget = self.context_length - self.max_new_tokens
-        current = self._turn(message, None)
-        parts = [current]
-        used = len(self.tokenizer.encode(current))
-        for user, reply in reversed(self.history):
-            text = self._turn(user, reply) + TURN_SEPARATOR
-            n = len(self.tokenizer.encode(text))
-            if used + n > budget:
-                break
-            parts.insert(0, text)
-            used += n
-        return "".join(parts)
+        return render_turns(
+            self.history,
+            message,
+            self._style,
+            budget=self.context_length - self.max_new_tokens,
+            count_tokens=lambda text: len(self.tokenizer.encode(text)),
+        )
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The session's sampling options."""
+        return SamplingConfig(self.temperature, self.top_k, self.top_p, self.seed)
 
     def prompt_tokens(self, message: str) -> int:
         """Tokens in the prompt ``build_prompt(message)`` gives."""
@@ -65,8 +66,6 @@ class ChatSession:
 
     def stream(self, message: str) -> Iterator[str]:
         """Yield the reply to ``message`` piece by piece; the turn joins the history at the end."""
-        from scratchgpt.generation import stream_generate
-
         prompt = self.build_prompt(message)
         pieces: list[str] = []
         for piece in stream_generate(
@@ -74,11 +73,8 @@ class ChatSession:
             self.tokenizer,
             prompt,
             max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            seed=self.seed,
-            stop_strings=[self._style.turn_start],
+            sampling=self.sampling,
+            stop_strings=turn_stops(self._style),
         ):
             pieces.append(piece)
             yield piece

@@ -105,19 +105,23 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchgpt.generation import generate_text, optimize_for_decoding, stream_generate
+    from scratchgpt.generation import (
+        SamplingConfig,
+        generate_text,
+        optimize_for_decoding,
+        stream_generate,
+    )
 
     model, tokenizer = _load(args)
     optimize_for_decoding(model)  # the model is only used for inference here
     options: dict[str, Any] = dict(
         max_new_tokens=args.max_new_tokens,
         context_size=args.context_size,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sampling=SamplingConfig(
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        ),
         use_cache=not args.no_cache,
         stop_strings=args.stop,
-        seed=args.seed,
     )
     if args.no_eos:
         options["eos_id"] = None

@@ -3,10 +3,12 @@ FastAPI and uvicorn). ``create_app`` is imported lazily so this package imports 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from scratchgpt.data import prompts as _prompts
 from scratchgpt.serving.engine import Engine, QueueFullError
-from scratchgpt.serving.model import ServedModel, load_served_model, render_chat
+from scratchgpt.serving.model import ServedModel, load_served_model
 
 __all__ = [
     "Engine",
@@ -14,8 +16,9 @@ __all__ = [
     "ServedModel",
     "create_app",
     "load_served_model",
-    "render_chat",
 ]
+
+_MOVED = {"render_chat": ("scratchgpt.data.prompts", _prompts)}
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
@@ -23,3 +26,16 @@ def create_app(*args: Any, **kwargs: Any) -> Any:
     from scratchgpt.serving.app import create_app as _create_app
 
     return _create_app(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        home, module = _MOVED[name]
+        warnings.warn(
+            f"scratchgpt.serving.{name} moved to {home}.{name}; the old name will be removed "
+            "in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(module, name)
+    raise AttributeError(f"module 'scratchgpt.serving' has no attribute {name!r}")

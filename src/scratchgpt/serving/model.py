@@ -3,15 +3,24 @@ generation and classification jobs that run on the engine's worker thread."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from scratchgpt.errors import DataError
+from scratchgpt.data.prompts import render_chat, turn_stops
+from scratchgpt.generation import SamplingConfig, stream_generate
 
-# Chat messages of a base model (no prompt style) are joined with this between them.
-BASE_CHAT_SEPARATOR = "\n"
+__all__ = [
+    "Choice",
+    "ServedModel",
+    "chat_prompt",
+    "classify_texts",
+    "load_served_model",
+    "message_text",
+    "run_generation",
+]
 
 
 @dataclass
@@ -92,37 +101,6 @@ def message_text(content: Any) -> str:
     return "".join(part["text"] if isinstance(part, dict) else part.text for part in content)
 
 
-def render_chat(messages: Sequence[tuple[str, str]], style: str | None) -> str:
-    """The prompt for ``(role, text)`` messages: the prompt style's turns for an instruction
-    model (as :class:`scratchgpt.chat.ChatSession` builds them), else the texts joined by a
-    newline. The last message must be the user's: the model writes the assistant's reply."""
-    if not messages:
-        raise DataError("messages is empty: give at least one user message")
-    if messages[-1][0] != "user":
-        raise DataError(
-            f"the last message is the {messages[-1][0]}'s; it must be the user's (the model "
-            "writes the assistant's reply)"
-        )
-    if style is None:
-        return BASE_CHAT_SEPARATOR.join(text for _, text in messages)
-    from scratchgpt.chat import TURN_SEPARATOR
-    from scratchgpt.data.instructions import get_prompt_style
-
-    st = get_prompt_style(style)
-    system = [text for role, text in messages if role in ("system", "developer")]
-    parts = ["\n".join(system) + TURN_SEPARATOR] if system else []
-    user: list[str] = []
-    for role, text in messages:
-        if role == "user":
-            user.append(text)
-        elif role == "assistant":
-            entry = {"instruction": "\n".join(user), "input": "", "output": text}
-            parts.append(st.prompt(entry) + text + TURN_SEPARATOR)
-            user = []
-    parts.append(st.prompt({"instruction": "\n".join(user), "input": "", "output": ""}))
-    return "".join(parts)
-
-
 @dataclass
 class Choice:
     """One generated continuation, as it ends."""
@@ -133,37 +111,52 @@ class Choice:
     completion_tokens: int
 
 
+def chat_prompt(served: ServedModel, messages: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """(prompt, stop strings) for chat ``messages``: rendered in the served model's prompt style
+    (a base model: the texts joined by a newline); an instruction model's reply ends where it
+    starts a new user turn."""
+    prompt = render_chat(messages, served.style)
+    return prompt, ([] if served.style is None else turn_stops(served.style))
+
+
+def classify_texts(served: ServedModel, texts: Sequence[str]) -> list[Any]:
+    """The predictions of a served classifier for ``texts`` (runs on the engine's worker)."""
+    from scratchgpt.tasks.classify import classify
+
+    return classify(served.classifier, list(texts))
+
+
 def run_generation(
     served: ServedModel,
     prompts: Sequence[list[int]],
     *,
     n: int,
     max_tokens: int,
-    temperature: float,
-    top_p: float | None,
-    top_k: int | None,
+    sampling: SamplingConfig,
     stop: list[str],
-    seed: int | None,
     emit: Any,
     should_stop: Any,
 ) -> list[Choice]:
     """Generate ``n`` continuations of each prompt (choice ``i * n + j``), emitting
     ``(index, piece)`` as text arrives; stops early when ``should_stop()`` says so. Choice
     ``j`` of a seeded request uses ``seed + j``."""
-    from scratchgpt.generation import stream_generate
-
     tok = served.tokenizer
     eos = getattr(tok, "eot_id", None)
     choices: list[Choice] = []
     for i, ids in enumerate(prompts):
         for j in range(n):
             index = i * n + j
+            seed = None if sampling.seed is None else sampling.seed + j
             pieces: list[str] = []
             stream = stream_generate(
-                served.model, tok, ids, max_tokens, temperature=temperature, top_k=top_k,
-                top_p=top_p, eos_id=eos, stop_strings=stop or None,
-                seed=None if seed is None else seed + j,
-            )  # fmt: skip
+                served.model,
+                tok,
+                ids,
+                max_tokens,
+                eos_id=eos,
+                stop_strings=stop or None,
+                sampling=dataclasses.replace(sampling, seed=seed),
+            )
             try:
                 for piece in stream:
                     pieces.append(piece)
@@ -178,5 +171,4 @@ def run_generation(
             emit((index, None))
             if should_stop():
                 return choices
-    return choices
     return choices

@@ -33,6 +33,7 @@ from scratchgpt.data.instructions import (
     load_instruction_records,
     split_records,
 )
+from scratchgpt.data.prompts import render_prompt, turn_stops
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, config_from_dict
@@ -156,7 +157,7 @@ class InstructTask(Task):
     def sample(self, model: nn.Module) -> str | None:
         if self.tokenizer is None or self.sample_entry is None or self.sample_tokens <= 0:
             return None
-        prompt = self.style.prompt(self.sample_entry)
+        prompt = render_prompt(self.sample_entry, self.style)
         from scratchgpt.generation import generate_text
 
         text = generate_text(
@@ -228,14 +229,14 @@ def generate_responses(
         with torch.no_grad():
             for start in range(0, len(records), batch_size):
                 chunk = records[start : start + batch_size]
-                prompts = [st.prompt(e) for e in chunk]
+                prompts = [render_prompt(e, st) for e in chunk]
                 texts = generate_text(
                     model,
                     tokenizer,
                     prompts,
                     max_new_tokens=max_new_tokens,
                     temperature=0.0,
-                    stop_strings=[st.turn_start],
+                    stop_strings=turn_stops(st),
                 )
                 for entry, text in zip(chunk, texts):
                     out.append({**entry, "model_response": extract_response(str(text), "", st)})

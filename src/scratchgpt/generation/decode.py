@@ -1,0 +1,334 @@
+"""The cached decoding loop: the book's ``generate`` (chapter 5), made complete and fast.
+
+With ``use_cache=True`` the prompt is run once (prefill) into a preallocated
+:class:`~scratchgpt.model.KVCache`, then each step runs the model on one new token. Output tokens
+go into a preallocated buffer (no per-step ``torch.cat``). Once prompt + generated tokens no longer
+fit in the context window, every step re-runs the last ``context_size`` tokens, exactly as the
+uncached book loop does, so cached and uncached generation give the same tokens.
+
+Rows stop on their own: at ``eos_id`` (not appended; the row is padded with ``pad_id``) or at the
+token that completes a stop string (kept).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from scratchgpt.errors import ConfigError
+from scratchgpt.generation.inputs import (
+    TokenIds,
+    check_vocab,
+    model_device,
+    model_limits,
+    prepare_prompt,
+)
+from scratchgpt.generation.sampling import (
+    SamplingConfig,
+    is_int,
+    sample_next_token,
+    sampling_from,
+)
+from scratchgpt.generation.stops import StopMatcher, check_stop_strings
+from scratchgpt.model.kv_cache import KVCache
+
+__all__ = ["Decoder", "generate", "make_decoder", "optimize_for_decoding", "token_bytes"]
+
+
+class Decoder:
+    """State of one generation run: output buffer, mask, KV cache, finished rows.
+
+    ``steps()`` adds one token per iteration to ``buf`` and yields the (B,) bool tensor of rows
+    that produced a real token in that step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        max_new_tokens: int,
+        context_size: int,
+        sampling: SamplingConfig,
+        eos_id: int | None,
+        pad_id: int,
+        use_cache: bool,
+        stops: Sequence[str] = (),
+        tokenizer: Any = None,
+    ) -> None:
+        self.model = model
+        self.batch, self.prompt_len = ids.shape
+        self.max_new_tokens = max_new_tokens
+        self.context_size = context_size
+        self.sampling = sampling
+        self.temperature = float(sampling.temperature)
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.tokenizer = tokenizer
+        device = ids.device
+        self.generator = sampling.make_generator(device)
+        # One matcher per row, on bytes: a stop string may end inside a multi-byte character.
+        stop_bytes = [s.encode("utf-8") for s in stops]
+        self.stops = [StopMatcher(stop_bytes) for _ in range(self.batch)] if stop_bytes else []
+        # Only our GPTModel takes kv_cache/attention_mask; others get the book's plain loop.
+        self.is_ours = hasattr(model, "cfg") and hasattr(model, "trf_blocks")
+        if mask is not None and not self.is_ours:
+            raise ConfigError("padded batches need a scratchgpt GPTModel (attention_mask support)")
+        self.use_cache = use_cache and self.is_ours
+        self.track = eos_id is not None or bool(self.stops)
+
+        total = self.prompt_len + max_new_tokens
+        self.buf = torch.empty((self.batch, total), dtype=torch.long, device=device)
+        self.buf[:, : self.prompt_len] = ids
+        self.mask: torch.Tensor | None = None
+        if mask is not None:
+            # Generated tokens are real tokens: the mask is 1 from the prompt's end on.
+            self.mask = torch.ones((self.batch, total), dtype=torch.bool, device=device)
+            self.mask[:, : self.prompt_len] = mask
+        self.length = self.prompt_len
+        self.steps_done = 0
+        self.gen_len = torch.zeros(self.batch, dtype=torch.long, device=device)
+        self.finished = torch.zeros(self.batch, dtype=torch.bool, device=device)
+        self.all_rows = torch.ones(self.batch, dtype=torch.bool, device=device)
+        self.kv: KVCache | None = None
+        self.next_pos: torch.Tensor | None = None
+
+    # The model sees at most `context_size` tokens: while everything fits, the cache holds the
+    # past; afterwards the window slides and positions shift, so the window is re-run each step
+    # (as the uncached loop does), which keeps both paths token-for-token identical.
+    def _logits(self) -> torch.Tensor:
+        n, c, model = self.length, self.context_size, self.model
+        if self.use_cache and n <= c:
+            if self.kv is None:
+                # Room for every position that will be fed before the window slides.
+                max_len = min(c, self.prompt_len + self.max_new_tokens - 1)
+                self.kv = KVCache.for_model(model, self.batch, max_len=max_len)
+                x = self.buf[:, :n]
+                mask = pos = None
+                if self.mask is not None:
+                    mask = self.mask[:, :n]
+                    pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)
+                    self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1) position of token n
+            else:
+                x = self.buf[:, n - 1 : n]
+                mask = pos = None
+                if self.mask is not None:
+                    mask = self.mask[:, :n]
+                    pos = self.next_pos
+                    self.next_pos = self.next_pos + 1
+            logits = model(
+                x, attention_mask=mask, position_ids=pos, kv_cache=self.kv, last_token_only=True
+            )
+            return logits[:, -1, :]
+        self.kv = None  # the window has slid: the cache can never be used again
+        start = max(0, n - c)
+        x = self.buf[:, start:n]
+        if not self.is_ours:
+            return model(x)[:, -1, :]
+        mask = pos = None
+        if self.mask is not None:
+            mask = self.mask[:, start:n]
+            pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)
+        return model(x, attention_mask=mask, position_ids=pos, last_token_only=True)[:, -1, :]
+
+    def _check_stop_strings(self, nxt: torch.Tensor, produced: torch.Tensor) -> None:
+        for b, (tok, made) in enumerate(zip(nxt.tolist(), produced.tolist())):
+            if made and self.stops[b].push(token_bytes(self.tokenizer, [tok])):
+                self.finished[b] = True
+
+    def _step(self) -> torch.Tensor:
+        logits = self._logits()
+        nxt = sample_next_token(
+            logits, self.temperature, self.sampling.top_k, self.sampling.top_p, self.generator
+        )
+        if self.track:
+            produced = ~self.finished
+            if self.eos_id is not None:
+                hit = nxt == self.eos_id
+                produced &= ~hit
+                self.finished |= hit
+            # The end-of-text token itself is not appended (as in the book); finished rows
+            # are filled with pad_id from here on.
+            nxt = torch.where(produced, nxt, torch.full_like(nxt, self.pad_id))
+            self.gen_len += produced
+            if self.stops:
+                self._check_stop_strings(nxt, produced)
+        else:
+            produced = self.all_rows
+        self.buf[:, self.length] = nxt
+        self.length += 1
+        self.steps_done += 1
+        return produced
+
+    def steps(self) -> Iterator[torch.Tensor]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for _ in range(self.max_new_tokens):
+                # Inference mode only around the work, not across the yield: the caller's code
+                # between steps must run in its own grad mode.
+                with torch.inference_mode():
+                    produced = self._step()
+                    done = self.track and bool(self.finished.all())
+                yield produced
+                if done:
+                    break
+        finally:
+            self.kv = None
+            self.model.train(was_training)
+
+    def run(self) -> None:
+        for _ in self.steps():
+            pass
+
+    def new_lengths(self) -> list[int]:
+        """Tokens generated per row (end-of-text excluded, stop-string token included)."""
+        if self.track:
+            return [int(v) for v in self.gen_len.tolist()]
+        return [self.steps_done] * self.batch
+
+    def output(self) -> torch.Tensor:
+        """(B, T + new) ids; rows that finished early are padded with pad_id."""
+        width = self.prompt_len + max(self.new_lengths(), default=0)
+        # A copy: the preallocated buffer (sized for max_new_tokens) can then be freed.
+        return self.buf[:, :width].clone()
+
+
+def token_bytes(tokenizer: Any, ids: Sequence[int]) -> bytes:
+    """The bytes of token ids (``decode_bytes`` when the tokenizer has it: a token may hold
+    part of a character)."""
+    decode_bytes = getattr(tokenizer, "decode_bytes", None)
+    if decode_bytes is not None:
+        return bytes(decode_bytes(list(ids)))
+    return tokenizer.decode(list(ids)).encode("utf-8")
+
+
+def make_decoder(
+    model: nn.Module,
+    idx: TokenIds,
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    context_size: int | None = None,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    use_cache: bool = True,
+    attention_mask: torch.Tensor | None = None,
+    stops: Sequence[str] = (),
+    tokenizer: Any = None,
+) -> Decoder:
+    """Check the options against ``model`` and prepare a :class:`Decoder` for prompt ``idx``
+    (``stops`` already checked by :func:`~scratchgpt.generation.stops.check_stop_strings`)."""
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if eos_id is not None and not is_int(eos_id):
+        raise ConfigError(f"eos_id must be an integer token id or None, got {eos_id!r}")
+    if pad_id is None:
+        pad_id = eos_id if eos_id is not None else 0
+    elif not is_int(pad_id):
+        raise ConfigError(f"pad_id must be an integer token id, got {pad_id!r}")
+    context_size, vocab_size = model_limits(model, context_size)
+    ids, mask = prepare_prompt(idx, attention_mask, pad_id, model_device(model))
+    check_vocab(ids, mask, vocab_size)
+    if vocab_size is not None and not 0 <= pad_id < vocab_size:
+        raise ConfigError(f"pad_id {pad_id} is outside the vocabulary of {vocab_size} ids")
+    if ids.shape[1] > context_size:
+        warnings.warn(
+            f"prompt of {ids.shape[1]} tokens is longer than the context size of "
+            f"{context_size}; the model sees only its last {context_size} tokens",
+            stacklevel=3,
+        )
+    return Decoder(
+        model,
+        ids,
+        mask,
+        max_new_tokens=max_new_tokens,
+        context_size=context_size,
+        sampling=sampling,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        use_cache=use_cache,
+        stops=stops,
+        tokenizer=tokenizer,
+    )
+
+
+def generate(
+    model: nn.Module,
+    idx: TokenIds,
+    max_new_tokens: int,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    stop_strings: str | Sequence[str] | None = None,
+    tokenizer: Any = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    pad_id: int | None = None,
+    sampling: SamplingConfig | None = None,
+) -> torch.Tensor:
+    """Continue token ids ``idx`` by up to ``max_new_tokens`` tokens; returns (B, T + new).
+
+    The book's ``generate`` (same positional arguments), plus: top-p, a KV cache, batches of
+    different lengths (``idx`` as a list of id lists, left-padded with ``pad_id``), per-row
+    stops at ``eos_id`` (not appended; the row is padded with ``pad_id``, default ``eos_id`` or
+    0) and at ``stop_strings`` (needs ``tokenizer``; the token completing one is kept), and
+    reproducible sampling with ``seed`` or ``generator`` (default: torch's global RNG, as the
+    book). ``attention_mask`` (B, T) marks real tokens of an already left-padded tensor ``idx``.
+    ``sampling`` gives temperature, top-k, top-p and seed/generator as one
+    :class:`SamplingConfig` instead.
+    """
+    options = sampling_from(
+        sampling,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        generator=generator,
+    )
+    dec = make_decoder(
+        model,
+        idx,
+        max_new_tokens=max_new_tokens,
+        sampling=options,
+        context_size=context_size,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        use_cache=use_cache,
+        attention_mask=attention_mask,
+        stops=check_stop_strings(stop_strings, tokenizer),
+        tokenizer=tokenizer,
+    )
+    dec.run()
+    return dec.output()
+
+
+@torch.no_grad()
+def optimize_for_decoding(model: nn.Module) -> nn.Module:
+    """Store fp32 CPU weight matrices column-major, the layout CPU matrix-vector kernels read
+    fastest; returns ``model``. Values, shapes and parameter objects stay the same.
+
+    Batch-1 decoding reads every weight once per token, so its speed is the speed of
+    ``x @ W.T`` with one row in ``x``. MKL's kernel streams a weight stored (in, out) markedly
+    faster than nn.Linear's (out, in) (see docs/benchmarks.md); a weight whose storage is
+    (in, out) and is viewed transposed is exactly that, with nothing else changed. bf16 weights
+    are left alone: their kernel is faster in the default layout.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            w = module.weight
+            if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
+                # A head tied to the embedding is the same Parameter: the tie is kept, and the
+                # embedding lookup (one row per token) does not mind the layout.
+                w.data = w.data.t().contiguous().t()
+    return model

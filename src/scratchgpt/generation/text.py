@@ -1,0 +1,236 @@
+"""Text in, text out: ``generate_text`` (a prompt or a batch of prompts) and ``stream_generate``
+(one prompt, piece by piece), over the decoding loop of :mod:`scratchgpt.generation.decode`.
+
+Both stop at the tokenizer's end-of-text token unless told otherwise, and cut the text before the
+first stop string; ``"".join(stream_generate(...)) == generate_text(...)`` with the same options.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from scratchgpt.errors import DataError
+from scratchgpt.generation.decode import Decoder, make_decoder, token_bytes
+from scratchgpt.generation.sampling import SamplingConfig, is_int, sampling_from
+from scratchgpt.generation.stops import StopMatcher, check_stop_strings
+
+__all__ = [
+    "AUTO",
+    "EOT",
+    "TextStream",
+    "TokenizerLike",
+    "encode_prompt",
+    "generate_text",
+    "stream_generate",
+]
+
+# Text helpers stop at the tokenizer's end-of-text token unless told otherwise.
+AUTO = "auto"
+EOT = "<|endoftext|>"
+
+
+class TokenizerLike(Protocol):
+    """What generation needs from a tokenizer (``scratchgpt.tokenizers`` ones have it all;
+    ``decode_bytes`` is optional, ``decode`` is used without it)."""
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Encode a prompt, letting it contain <|endoftext|> (documents are joined with it)."""
+    specials = getattr(tokenizer, "special_tokens", None)
+    if isinstance(specials, Mapping) and EOT not in specials:
+        return list(tokenizer.encode(text))
+    try:
+        return list(tokenizer.encode(text, allowed_special={EOT}))
+    except TypeError:
+        # A tokenizer without special-token options (a stand-in, a character tokenizer).
+        return list(tokenizer.encode(text))
+
+
+def _resolve_eos(tokenizer: Any, eos_id: int | str | None) -> int | None:
+    if eos_id == AUTO:
+        return getattr(tokenizer, "eot_id", None)
+    return eos_id  # type: ignore[return-value]
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: TokenizerLike,
+    prompt: str | Sequence[str],
+    max_new_tokens: int = 50,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | str | None = AUTO,
+    use_cache: bool = True,
+    *,
+    stop_strings: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    pad_id: int | None = None,
+    sampling: SamplingConfig | None = None,
+) -> str | list[str]:
+    """The continuation of ``prompt`` as text (a list for a list of prompts, run as one batch).
+
+    Options as :func:`generate`; ``eos_id="auto"`` stops at the tokenizer's end-of-text token
+    (``None``: never stop early). The text is cut before the first stop string.
+    """
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else list(prompt)
+    if not prompts or any(not isinstance(p, str) for p in prompts):
+        raise DataError("prompt must be a string or a non-empty list of strings")
+    for i, p in enumerate(prompts):
+        if not p:
+            where = "" if single else f" (prompt {i})"
+            raise DataError(f"empty prompt{where}: give at least one character of text")
+    options = sampling_from(
+        sampling, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, generator=generator
+    )
+    stops = check_stop_strings(stop_strings, tokenizer)
+    dec = make_decoder(
+        model,
+        [encode_prompt(tokenizer, p) for p in prompts],
+        max_new_tokens=max_new_tokens,
+        sampling=options,
+        context_size=context_size,
+        eos_id=_resolve_eos(tokenizer, eos_id),
+        pad_id=pad_id,
+        use_cache=use_cache,
+        stops=stops,
+        tokenizer=tokenizer,
+    )
+    dec.run()
+    start = dec.prompt_len
+    matcher = StopMatcher(stops)
+    texts = []
+    for row, n in zip(dec.buf.tolist(), dec.new_lengths()):
+        data = token_bytes(tokenizer, row[start : start + n])
+        texts.append(matcher.cut(data.decode("utf-8", errors="replace"))[0])
+    return texts[0] if single else texts
+
+
+class TextStream(Iterator[str]):
+    """What :func:`stream_generate` returns: an iterator of text pieces that, once exhausted (or
+    closed), also tells how many tokens were generated and why generation ended."""
+
+    def __init__(self, dec: Decoder, tokenizer: Any, stops: list[str]) -> None:
+        self._dec = dec
+        self.finish_reason: str | None = None  # "stop" (end-of-text or a stop string) | "length"
+        self._pieces = _stream(dec, tokenizer, StopMatcher(stops), self)
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop generating (e.g. the client went away)."""
+        self._pieces.close()
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated so far (end-of-text not counted)."""
+        return self._dec.new_lengths()[0]
+
+
+def stream_generate(
+    model: nn.Module,
+    tokenizer: TokenizerLike,
+    prompt: str | Sequence[int],
+    max_new_tokens: int = 50,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | str | None = AUTO,
+    use_cache: bool = True,
+    *,
+    stop_strings: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sampling: SamplingConfig | None = None,
+) -> TextStream:
+    """Yield the continuation of one prompt (text, or its token ids) piece by piece as tokens
+    arrive; the returned :class:`TextStream` then also has ``new_tokens`` and ``finish_reason``.
+
+    A character whose UTF-8 bytes span several tokens is yielded whole once complete (never as
+    U+FFFD), and text that could be the start of a stop string is held back until it is not, so
+    ``"".join(stream_generate(...)) == generate_text(...)`` with the same options.
+    """
+    if isinstance(prompt, str):
+        ids = encode_prompt(tokenizer, prompt)
+    elif isinstance(prompt, Sequence) and all(is_int(i) for i in prompt):
+        ids = list(prompt)
+    else:
+        raise DataError(
+            "stream_generate takes one prompt: a string or a list of token ids "
+            "(use generate_text for a batch)"
+        )
+    if not prompt:
+        raise DataError("empty prompt: give at least one character of text")
+    options = sampling_from(
+        sampling, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, generator=generator
+    )
+    stops = check_stop_strings(stop_strings, tokenizer)
+    # Stop strings are matched on the text here; the decoder only needs to stop at eos.
+    dec = make_decoder(
+        model,
+        [ids],
+        max_new_tokens=max_new_tokens,
+        sampling=options,
+        context_size=context_size,
+        eos_id=_resolve_eos(tokenizer, eos_id),
+        use_cache=use_cache,
+    )
+    return TextStream(dec, tokenizer, stops)
+
+
+def _stream(
+    dec: Decoder, tokenizer: Any, stops: StopMatcher[str], out: TextStream
+) -> Iterator[str]:
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out.finish_reason = "length"
+    text = ""  # continuation decoded so far
+    sent = 0  # how much of it has been yielded
+    steps = dec.steps()
+    try:
+        for produced in steps:
+            if not bool(produced[0]):
+                out.finish_reason = "stop"
+                break  # end-of-text
+            tok = int(dec.buf[0, dec.length - 1])
+            piece = utf8.decode(token_bytes(tokenizer, [tok]))
+            if not piece:
+                continue  # an incomplete character: wait for its remaining bytes
+            text += piece
+            if not stops:
+                sent = len(text)
+                yield piece
+                continue
+            # The text sent so far holds no stop string: search from just before its end.
+            start = max(0, sent - stops.longest)
+            cut, found = stops.cut(text[start:])
+            if found:
+                out.finish_reason = "stop"
+                if start + len(cut) > sent:
+                    yield text[sent : start + len(cut)]
+                return
+            safe = len(text) - stops.held_back(text)
+            if safe > sent:
+                yield text[sent:safe]
+                sent = safe
+    finally:
+        steps.close()
+    text += utf8.decode(b"", final=True)
+    text, found = stops.cut(text)
+    if found:
+        out.finish_reason = "stop"
+    if len(text) > sent:
+        yield text[sent:]

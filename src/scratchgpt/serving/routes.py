@@ -1,0 +1,298 @@
+"""The API's routes, each a plain async function of its request body and its dependencies.
+
+The served model, the engine and the API key live on ``app.state`` and reach a route through
+FastAPI dependencies (:func:`get_served`, :func:`get_engine`, :func:`check_key`), so a route can
+be called alone: ``await health(served=..., engine=...)``. Three routers group them: ``common``
+(the page, health, models), ``generation`` (language models) and ``classification``
+(classifiers); :func:`scratchgpt.serving.app.create_app` includes the ones the model needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from scratchgpt.generation import SamplingConfig, encode_prompt
+from scratchgpt.serving.engine import Engine, Job
+from scratchgpt.serving.errors import APIError
+from scratchgpt.serving.jobs import collect, event_stream, submit
+from scratchgpt.serving.model import (
+    ServedModel,
+    chat_prompt,
+    classify_texts,
+    message_text,
+    run_generation,
+)
+from scratchgpt.serving.responses import ChatFormat, CompletionFormat, response_head
+from scratchgpt.serving.schemas import (
+    MAX_CLASSIFY_TEXTS,
+    MAX_PROMPTS,
+    MAX_STOPS,
+    ChatRequest,
+    ClassifyRequest,
+    CompletionRequest,
+    SamplingRequest,
+)
+
+__all__ = ["classification", "common", "generation"]
+
+DEFAULT_CHAT_MAX_TOKENS = 256
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+
+# --------------------------------------------------------------------------------------------
+# Dependencies
+
+
+def get_served(request: Request) -> ServedModel:
+    """The model this app serves."""
+    return request.app.state.served
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's generation engine."""
+    return request.app.state.engine
+
+
+def check_key(request: Request) -> None:
+    """With an API key set, require ``Authorization: Bearer KEY`` (401 otherwise)."""
+    api_key = request.app.state.api_key
+    if api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise APIError(
+            401,
+            "missing API key: send the header 'Authorization: Bearer KEY'",
+            "authentication_error",
+            code="missing_api_key",
+        )
+    if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise APIError(401, "invalid API key", "authentication_error", code="invalid_api_key")
+
+
+Served = Annotated[ServedModel, Depends(get_served)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+AUTH = [Depends(check_key)]
+
+common = APIRouter()
+generation = APIRouter(dependencies=AUTH)
+classification = APIRouter(dependencies=AUTH)
+
+
+def check_model(name: str | None, served: ServedModel) -> None:
+    """404 unless ``name`` is None or the served model's name."""
+    if name is not None and name != served.name:
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves {served.name!r} "
+            "(GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def model_card(served: ServedModel) -> dict[str, Any]:
+    """The model as ``/v1/models`` lists it."""
+    return {
+        "id": served.name,
+        "object": "model",
+        "created": served.created,
+        "owned_by": "scratchgpt",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The page, health, models
+
+
+@common.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def chat_page() -> HTMLResponse:
+    page = resources.files("scratchgpt.serving").joinpath("static/chat.html").read_text()
+    return HTMLResponse(page)
+
+
+@common.get("/health")
+async def health(served: Served, engine: EngineDep) -> dict[str, Any]:
+    """Liveness and the queue's state."""
+    return {
+        "status": "ok",
+        "model": served.name,
+        "kind": served.kind,
+        "queued": engine.queued,
+        "running": engine.running,
+        "max_queue": engine.max_queue,
+        **engine.stats,
+    }
+
+
+@common.get("/v1/models", dependencies=AUTH)
+async def list_models(served: Served) -> dict[str, Any]:
+    """The one model this server serves."""
+    return {"object": "list", "data": [model_card(served)]}
+
+
+@common.get("/v1/models/{model_id:path}", dependencies=AUTH)
+async def get_model(model_id: str, served: Served) -> dict[str, Any]:
+    """One model by id."""
+    check_model(model_id, served)
+    return model_card(served)
+
+
+# --------------------------------------------------------------------------------------------
+# Checking a generation request
+
+
+def encode(served: ServedModel, text: str) -> list[int]:
+    """Token ids of a prompt; 400 when it is empty."""
+    ids = encode_prompt(served.tokenizer, text)
+    if not ids:
+        raise APIError(400, "the prompt is empty: give at least one character", param="prompt")
+    return ids
+
+
+def token_budget(
+    served: ServedModel, prompts: list[list[int]], asked: int | None, default: int, param: str
+) -> int:
+    """Tokens to generate: ``asked``, or ``default`` cut to what fits; 400 when the longest
+    prompt leaves no room in the context window or ``asked`` does not fit."""
+    ctx = served.context_length
+    longest = max(len(p) for p in prompts)
+    room = ctx - longest
+    if room < 1:
+        raise APIError(
+            400,
+            f"this model's maximum context length is {ctx} tokens and the prompt has "
+            f"{longest}; shorten the prompt",
+            param=param,
+            code="context_length_exceeded",
+        )
+    if asked is None:
+        return min(default, room)
+    if asked > room:
+        raise APIError(
+            400,
+            f"this model's maximum context length is {ctx} tokens; the prompt has {longest} "
+            f"and max_tokens asks for {asked} more: lower max_tokens to at most {room}",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return asked
+
+
+def stop_strings(body: SamplingRequest, extra: list[str]) -> list[str]:
+    """The request's stop strings (at most four, none empty), then ``extra``."""
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > MAX_STOPS:
+        raise APIError(400, f"stop takes at most {MAX_STOPS} strings", param="stop")
+    if any(not s for s in stop):
+        raise APIError(400, "stop strings must not be empty", param="stop")
+    return stop + extra
+
+
+def sampling_of(body: SamplingRequest) -> SamplingConfig:
+    """The request's sampling options (``top_p`` 1 means no nucleus filter)."""
+    top_p = None if body.top_p >= 1.0 else body.top_p
+    return SamplingConfig(body.temperature, body.top_k, top_p, body.seed)
+
+
+def start_generation(
+    served: ServedModel,
+    engine: Engine,
+    body: SamplingRequest,
+    prompts: list[list[int]],
+    max_tokens: int,
+    stop: list[str],
+) -> Job:
+    """Queue the generation job of a request."""
+    job = functools.partial(
+        run_generation,
+        served,
+        prompts,
+        n=body.n,
+        max_tokens=max_tokens,
+        sampling=sampling_of(body),
+        stop=stop,
+    )
+    return submit(engine, lambda emit, should_stop: job(emit=emit, should_stop=should_stop))
+
+
+# --------------------------------------------------------------------------------------------
+# Completions, chat completions, classification
+
+
+@generation.post("/v1/completions")
+async def completions(
+    body: CompletionRequest, request: Request, served: Served, engine: EngineDep
+) -> Any:
+    """Continue a prompt (or each of a list of prompts)."""
+    check_model(body.model, served)
+    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not texts or len(texts) > MAX_PROMPTS:
+        raise APIError(400, f"prompt must hold 1 to {MAX_PROMPTS} strings", param="prompt")
+    prompts = [encode(served, t) for t in texts]
+    max_tokens = token_budget(
+        served, prompts, body.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, "prompt"
+    )
+    job = start_generation(served, engine, body, prompts, max_tokens, stop_strings(body, []))
+    head = response_head("cmpl", "text_completion", served.name)
+    fmt = CompletionFormat(head, prompts, body.n, body.include_usage)
+    if body.stream:
+        return event_stream(job, fmt, len(prompts) * body.n, engine.timeout)
+    return fmt.response(await collect(job, request, engine.timeout))
+
+
+@generation.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatRequest, request: Request, served: Served, engine: EngineDep
+) -> Any:
+    """Answer a conversation, rendered in the checkpoint's prompt style."""
+    check_model(body.model, served)
+    messages = [(m.role, message_text(m.content)) for m in body.messages]
+    prompt, turn_end = chat_prompt(served, messages)
+    prompts = [encode(served, prompt)]
+    asked = body.max_completion_tokens or body.max_tokens
+    max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages")
+    stop = stop_strings(body, turn_end)
+    job = start_generation(served, engine, body, prompts, max_tokens, stop)
+    kind = "chat.completion.chunk" if body.stream else "chat.completion"
+    fmt = ChatFormat(
+        response_head("chatcmpl", kind, served.name), prompts, body.n, body.include_usage
+    )
+    if body.stream:
+        return event_stream(job, fmt, body.n, engine.timeout)
+    return fmt.response(await collect(job, request, engine.timeout))
+
+
+@classification.post("/v1/classify")
+async def classify(
+    body: ClassifyRequest, request: Request, served: Served, engine: EngineDep
+) -> Any:
+    """Label each input text with the classifier."""
+    check_model(body.model, served)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > MAX_CLASSIFY_TEXTS:
+        raise APIError(400, f"input must hold 1 to {MAX_CLASSIFY_TEXTS} texts", param="input")
+    n_tokens = sum(len(served.tokenizer.encode(t)) for t in texts)
+    job = submit(engine, lambda emit, stop: classify_texts(served, texts))
+    preds = await collect(job, request, engine.timeout)
+    return {
+        "object": "list",
+        "model": served.name,
+        "data": [
+            {
+                "index": i,
+                "label": p.label,
+                "label_id": p.label_id,
+                "probability": p.probability,
+                "probabilities": p.probabilities,
+            }
+            for i, p in enumerate(preds)
+        ],
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    }
