@@ -360,13 +360,11 @@ def load_classifier(
     CPU); a loaded model stays where it is unless ``device`` is given."""
     if isinstance(path, LoadedModel):
         loaded = path
-        files_path = loaded.path
     else:
         p = Path(path)
         if not p.exists():
             raise CheckpointError(f"{p}: no such checkpoint folder")
-        files = inspect_model(p)
-        files_path = files.path
+        files = inspect_model(p)  # config and metadata only: refuse before reading weights
         if files.config.num_classes is None:
             what = (
                 "a Hugging Face GPT-2 model"
@@ -380,11 +378,11 @@ def load_classifier(
         loaded = load_model(p, device=device or "cpu", merge_lora=merge)
     meta = loaded.metadata
     if loaded.config.num_classes is None:
-        raise CheckpointError(f"{files_path}: not a classifier (its head predicts tokens)")
+        raise CheckpointError(f"{loaded.path}: not a classifier (its head predicts tokens)")
     for key in ("label_names", "max_length", "pad_token_id"):
         if key not in meta:
             raise CheckpointError(
-                f"{files_path}: classifier metadata lacks {key!r} (scratchgpt.json)"
+                f"{loaded.path}: classifier metadata lacks {key!r} (scratchgpt.json)"
             )
     tokenizer = loaded.tokenizer
     if tokenizer is None:
