@@ -100,7 +100,7 @@ def ours_from_hf(hf, cfg: GPTConfig) -> GPTModel:
     folder, or (without interop) a direct copy: Conv1D weights are (in, out), so they are
     transposed; c_attn holds query, key and value side by side."""
     try:
-        from scratchgpt.interop import load_hf_gpt2
+        from scratchgpt.weights import load_hf_gpt2
     except ImportError:
         load_hf_gpt2 = None
     if load_hf_gpt2 is not None:

@@ -114,12 +114,12 @@ def main() -> None:
         args.new_tokens, args.requests = 16, 1
     torch.set_num_threads(args.threads)
 
-    from scratchgpt.checkpoints import save_checkpoint
     from scratchgpt.config import GPTConfig
     from scratchgpt.generation import stream_generate
     from scratchgpt.model import GPTModel
     from scratchgpt.serving import create_app, load_served_model
     from scratchgpt.tokenizers import get_tokenizer
+    from scratchgpt.weights import save_checkpoint
 
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"fastapi {version('fastapi')}, uvicorn {version('uvicorn')}, "

@@ -25,9 +25,9 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def chat_ckpt(tmp_path_factory):
-    from scratchgpt.checkpoints import save_checkpoint
     from scratchgpt.model import GPTModel
     from scratchgpt.tokenizers import get_tokenizer
+    from scratchgpt.weights import save_checkpoint
 
     torch.manual_seed(1)
     model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=50257, context_length=96))

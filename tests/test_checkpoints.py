@@ -11,13 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scratchgpt.checkpoints import load_checkpoint, save_checkpoint
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError
-from scratchgpt.interop import load_book_state_dict
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import get_tokenizer
+from scratchgpt.weights import load_book_state_dict, load_checkpoint, save_checkpoint
 
 TINY = dict(vocab_size=40, context_length=16, emb_dim=24, n_heads=3, n_layers=2, drop_rate=0.0)
 
@@ -409,7 +408,7 @@ def test_info_checkpoint_reads_config_only(tmp_path, capsys):
 
 
 def test_info_hf_folder(tmp_path, capsys):
-    from scratchgpt.interop import save_hf_gpt2
+    from scratchgpt.weights import save_hf_gpt2
 
     model = make_model(tie_weights=True, qkv_bias=True)
     save_hf_gpt2(model, tmp_path / "hf")
@@ -421,7 +420,7 @@ def test_info_hf_folder(tmp_path, capsys):
 
 
 def test_load_hf_gpt2_refuses_our_folders(tmp_path):
-    from scratchgpt.interop import load_hf_gpt2
+    from scratchgpt.weights import load_hf_gpt2
 
     save_checkpoint(tmp_path / "ck", make_model())
     with pytest.raises(CheckpointError, match=r"not a Hugging Face config.*use .*load_checkpoint"):
@@ -444,8 +443,8 @@ def test_info_errors(tmp_path, capsys):
 _MEASURE = """
 import gc, sys, torch
 from pathlib import Path
-from scratchgpt.checkpoints import load_checkpoint
-from scratchgpt.interop import load_hf_gpt2
+from scratchgpt.weights import load_checkpoint
+from scratchgpt.weights import load_hf_gpt2
 
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -485,7 +484,7 @@ def _peak_rss_resettable() -> bool:
 def test_loading_does_not_hold_two_copies(tmp_path):
     import subprocess
 
-    from scratchgpt.interop import save_hf_gpt2
+    from scratchgpt.weights import save_hf_gpt2
 
     cfg = GPTConfig(
         vocab_size=1000, context_length=128, emb_dim=256, n_heads=4, n_layers=16, qkv_bias=True

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from scratchgpt.checkpoints import read_manifest, save_checkpoint
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
@@ -23,6 +22,7 @@ from scratchgpt.tasks.classify import (
     load_classifier,
     make_classifier,
 )
+from scratchgpt.weights import read_manifest, save_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -326,7 +326,7 @@ def test_lora_cli_three_classes_and_merge(tmp_path, capsys):
 
 
 def test_start_from_gpt2_folder(tmp_path, capsys, monkeypatch):
-    from scratchgpt.interop.gpt2_weights import save_hf_gpt2
+    from scratchgpt.weights import save_hf_gpt2
 
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.from_preset("tiny", qkv_bias=True, tie_weights=True))
@@ -353,11 +353,11 @@ def test_start_from_gpt2_folder(tmp_path, capsys, monkeypatch):
 
 def test_load_checkpoint_refuses_a_classifier_with_a_pointer(tmp_path):
     """load_checkpoint builds a token head; a classifier folder gets a message naming the way in."""
-    from scratchgpt.checkpoints import load_checkpoint, save_checkpoint
     from scratchgpt.config import GPTConfig
     from scratchgpt.errors import CheckpointError
     from scratchgpt.model import GPTModel
     from scratchgpt.tasks.classify import classifier_metadata, make_classifier
+    from scratchgpt.weights import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = make_classifier(GPTModel(GPTConfig.from_preset("tiny")), 2, trainable="all")

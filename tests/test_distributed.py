@@ -184,8 +184,8 @@ def test_ddp_equals_one_process_and_resumes_in_one_process(tmp_path, text_file, 
 def test_fsdp_equals_one_process_resumes_and_loads_in_one_process(
     tmp_path, text_file, reference, reference_dir
 ):
-    from scratchgpt.checkpoints import load_checkpoint
     from scratchgpt.generation import generate_text
+    from scratchgpt.weights import load_checkpoint
 
     run = tmp_path / "fsdp"
     common = ["--data", str(text_file), "--out", str(run), *ARGS, "--strategy", "fsdp"]
@@ -224,8 +224,8 @@ def _rank_pid(parent: int, rank: int) -> int | None:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_killed_rank_fails_the_job_and_keeps_the_checkpoint(tmp_path, text_file):
-    from scratchgpt.checkpoints import load_checkpoint
     from scratchgpt.training import resolve_checkpoint
+    from scratchgpt.weights import load_checkpoint
 
     run = tmp_path / "killed"
     args = ["--data", str(text_file), "--out", str(run), *ARGS]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scratchgpt.checkpoints import save_checkpoint
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import get_tokenizer
+from scratchgpt.weights import save_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")

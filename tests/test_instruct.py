@@ -47,8 +47,8 @@ def gpt2_tok():
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory, gpt2_tok):
-    from scratchgpt.checkpoints import save_checkpoint
     from scratchgpt.model import GPTModel
+    from scratchgpt.weights import save_checkpoint
 
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=50257, context_length=128))
@@ -265,7 +265,7 @@ def test_tiny_finetune_and_responses(tmp_path, tiny_ckpt, data_slice, gpt2_tok):
 
 
 def test_lora_finetune_trains_adapters_and_loads_merged(tmp_path, tiny_ckpt, data_slice):
-    from scratchgpt.checkpoints import load_checkpoint
+    from scratchgpt.weights import load_checkpoint
 
     cfg = _cfg(tiny_ckpt, data_slice, lora_rank=2, responses=False)
     result = finetune_instruct(cfg, tmp_path / "run")

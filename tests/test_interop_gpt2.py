@@ -16,19 +16,20 @@ from safetensors.torch import load_file, save_file
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from scratchgpt.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from scratchgpt.config import GPTConfig  # noqa: E402
 from scratchgpt.errors import CheckpointError  # noqa: E402
 from scratchgpt.generation import generate  # noqa: E402
-from scratchgpt.interop import (  # noqa: E402
+from scratchgpt.model import GPTModel  # noqa: E402
+from scratchgpt.weights import (  # noqa: E402  # noqa: E402
     gpt2_from_openai_params,
     hf_plan,
+    load_checkpoint,
     load_hf_gpt2,
     load_openai_tf_gpt2,
     openai_to_hf_name,
+    save_checkpoint,
     save_hf_gpt2,
 )
-from scratchgpt.model import GPTModel  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 

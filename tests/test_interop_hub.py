@@ -12,7 +12,7 @@ import pytest
 
 from scratchgpt.cli import main
 from scratchgpt.errors import CheckpointError
-from scratchgpt.interop import (
+from scratchgpt.weights import (
     GPT2_REPOS,
     canonical_model_name,
     download_gpt2,

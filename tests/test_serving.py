@@ -72,10 +72,10 @@ class LiveServer:
 def make_checkpoints(root: Path) -> dict[str, Path]:
     """A tiny random base model, the same weights as an alpaca instruction model, and a
     two-label classifier, all with GPT-2's tokenizer."""
-    from scratchgpt.checkpoints import save_checkpoint
     from scratchgpt.model import GPTModel
     from scratchgpt.tasks.classify import classifier_metadata, make_classifier
     from scratchgpt.tokenizers import get_tokenizer
+    from scratchgpt.weights import save_checkpoint
 
     tok = get_tokenizer("gpt2")
     cfg = GPTConfig.from_preset("tiny", vocab_size=50257, context_length=CONTEXT)

@@ -208,7 +208,7 @@ def test_retention_keeps_last_n_and_best(tmp_path, text_file):
 
 
 def test_checkpoint_folder_loads_as_a_model(full_run):
-    from scratchgpt.checkpoints import load_checkpoint
+    from scratchgpt.weights import load_checkpoint
 
     loaded = load_checkpoint(st.resolve_checkpoint(full_run))
     assert loaded.metadata["task"] == "pretrain" and loaded.metadata["step"] == 12

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _EXPORTS = {
     "GPTConfig": "scratchgpt.config",
+    "LoRAConfig": "scratchgpt.config",
     "GPTModel": "scratchgpt.model",
     "KVCache": "scratchgpt.model",
     "model_stats": "scratchgpt.model",
@@ -35,10 +36,12 @@ _EXPORTS = {
     "evaluate_loss": "scratchgpt.evaluation",
     "create_app": "scratchgpt.serving",
     "load_served_model": "scratchgpt.serving",
-    "save_checkpoint": "scratchgpt.checkpoints",
-    "load_checkpoint": "scratchgpt.checkpoints",
-    "load_hf_gpt2": "scratchgpt.interop",
-    "save_hf_gpt2": "scratchgpt.interop",
+    "load_model": "scratchgpt.weights",
+    "LoadedModel": "scratchgpt.weights",
+    "save_checkpoint": "scratchgpt.weights",
+    "load_checkpoint": "scratchgpt.weights",
+    "load_hf_gpt2": "scratchgpt.weights",
+    "save_hf_gpt2": "scratchgpt.weights",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,13 +1,16 @@
 """Model configuration: the book's GPT_CONFIG fields plus what a real model needs, and presets.
 
 A config is a frozen dataclass validated on construction and saved beside every checkpoint as
-JSON, so a folder always says which model its weights belong to.
+JSON, so a folder always says which model its weights belong to. It describes the whole
+architecture: a classification head (``num_classes``) and LoRA adapters (``lora``) included, so
+``GPTModel(cfg)`` builds exactly the model whose weights a checkpoint holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +20,47 @@ from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 
 AttentionImpl = Literal["sdpa", "explicit"]
 InitScheme = Literal["pytorch", "gpt2"]
+# Which nn.Linear layers LoRA may adapt: the attention projections, the feed-forward layers and
+# the output head.
+LORA_TARGETS = ("attention", "feed_forward", "head")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters (the book's appendix E): rank, alpha and the layer groups they adapt."""
+
+    rank: int
+    alpha: float = 16.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
+            raise ConfigError(f"LoRA rank must be an integer >= 1, got {self.rank!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
+            raise ConfigError(f"LoRA alpha must be a number, got {self.alpha!r}")
+        targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
+        targets = tuple(dict.fromkeys(targets))
+        bad = [t for t in targets if t not in LORA_TARGETS]
+        if bad or not targets:
+            raise ConfigError(f"LoRA targets {list(targets)}: choose from {list(LORA_TARGETS)}")
+        # A list from JSON becomes a tuple: the config stays hashable and compares equal.
+        object.__setattr__(self, "targets", targets)
+        object.__setattr__(self, "alpha", float(self.alpha))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "alpha": self.alpha, "targets": list(self.targets)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> LoRAConfig:
+        """Build from ``{"rank", "alpha", "targets"}``; unknown keys are an error."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: lora must be an object with rank, alpha and targets")
+        unknown = sorted(set(d) - {"rank", "alpha", "targets"})
+        if unknown or "rank" not in d:
+            raise ConfigError(
+                f"{source}: lora needs rank (and optionally alpha, targets); got {sorted(d)}"
+            )
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -41,6 +85,11 @@ class GPTConfig:
     # 1/sqrt(2 * n_layers), zero biases (GPT-2 / nanoGPT), better for pretraining.
     init: InitScheme = "pytorch"
     ln_eps: float = 1e-5
+    # A classifier: the output head maps to this many classes (with a bias) instead of the
+    # vocabulary (the book's chapter 6). None: a language model.
+    num_classes: int | None = None
+    # LoRA adapters on the chosen Linear layers (appendix E). None: plain Linear layers.
+    lora: LoRAConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -62,6 +111,27 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.init must be 'pytorch' or 'gpt2', got {self.init!r}")
         if not self.ln_eps > 0:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
+        self._check_heads()
+
+    def _check_heads(self) -> None:
+        n = self.num_classes
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
+            raise ConfigError(f"GPTConfig.num_classes must be an integer >= 2 or null, got {n!r}")
+        if n is not None and self.tie_weights:
+            raise ConfigError(
+                "GPTConfig: a classifier head (num_classes) cannot be tied to the token "
+                "embeddings; set tie_weights to false"
+            )
+        if isinstance(self.lora, Mapping):
+            object.__setattr__(self, "lora", LoRAConfig.from_dict(self.lora, "GPTConfig.lora"))
+        elif self.lora is not None and not isinstance(self.lora, LoRAConfig):
+            raise ConfigError(f"GPTConfig.lora must be a LoRAConfig or null, got {self.lora!r}")
+        if self.lora is not None and self.tie_weights and "head" in self.lora.targets:
+            # The tied head is the embedding table: adapting it would store it under two names.
+            raise ConfigError(
+                "GPTConfig: LoRA cannot adapt a head tied to the token embeddings; drop 'head' "
+                "from lora.targets or set tie_weights to false"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -72,7 +142,15 @@ class GPTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-ready dict. ``num_classes`` and ``lora`` appear only when set, so a plain
+        language model's config.json is what it always was."""
+        d = dataclasses.asdict(self)
+        for key in ("num_classes", "lora"):
+            if d[key] is None:
+                del d[key]
+        if self.lora is not None:
+            d["lora"] = self.lora.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> GPTConfig:

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchgpt.interop.hub import download_gpt2, hub_repo, is_downloaded, model_cache_dir
+    from scratchgpt.weights.hub import download_gpt2, hub_repo, is_downloaded, model_cache_dir
 
     repo = hub_repo(args.name)
     target = args.dir if args.dir is not None else model_cache_dir(args.name)

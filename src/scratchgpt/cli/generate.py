@@ -78,7 +78,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     if args.checkpoint is not None:
-        from scratchgpt.checkpoints import load_checkpoint
+        from scratchgpt.weights import load_checkpoint
 
         loaded = load_checkpoint(args.checkpoint, device=args.device, dtype=dtype)
         tokenizer = loaded.tokenizer

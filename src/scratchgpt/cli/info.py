@@ -66,45 +66,29 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _checkpoint_info(name_or_path: str) -> tuple[Any, dict[str, Any]]:
-    from scratchgpt.checkpoints import (
-        TOKENIZER_FILE,
-        locate_checkpoint,
-        read_manifest,
-        resolve_checkpoint_path,
-    )
-    from scratchgpt.config import GPTConfig
+    from scratchgpt.weights import inspect_model
 
-    path = resolve_checkpoint_path(name_or_path)
-    folder, weights, raw = locate_checkpoint(path)
-    extra: dict[str, Any] = {"source": {"checkpoint": str(path)}}
-    if "model_type" in raw:
-        from scratchgpt.interop.gpt2_weights import config_from_hf
-
-        cfg = config_from_hf(raw, source=str(folder / "config.json"))
-        extra["format"] = "hf-gpt2"
-        extra["tokenizer"] = {"name": "gpt2", "file": None}
+    files = inspect_model(name_or_path)
+    extra: dict[str, Any] = {"source": {"checkpoint": str(files.path)}, "format": files.format}
+    if files.family is not None:
+        extra["tokenizer"] = {"name": files.family.tokenizer, "file": None}
         extra["metadata"] = {}
     else:
-        cfg = GPTConfig.from_dict(raw, source=str(folder / "config.json"))
-        manifest = read_manifest(folder)
-        extra["format"] = "scratchgpt"
-        extra["scratchgpt_version"] = manifest.get("scratchgpt_version")
-        extra["metadata"] = manifest.get("metadata", {})
-        tok_path = folder / TOKENIZER_FILE
-        if tok_path.is_file():
+        extra["scratchgpt_version"] = files.manifest.get("scratchgpt_version")
+        extra["metadata"] = files.metadata
+        extra["tokenizer"] = None
+        if files.tokenizer_file is not None:
             from scratchgpt.tokenizers import load_tokenizer
 
-            tok = load_tokenizer(tok_path)
+            tok = load_tokenizer(files.tokenizer_file)
             extra["tokenizer"] = {
                 "name": tok.name,
                 "vocab_size": tok.vocab_size,
-                "file": str(tok_path),
+                "file": str(files.tokenizer_file),
             }
-        else:
-            extra["tokenizer"] = None
-    if weights.is_file():
-        extra["weights_file"] = {"path": str(weights), "bytes": weights.stat().st_size}
-    return cfg, extra
+    if files.weights.is_file():
+        extra["weights_file"] = {"path": str(files.weights), "bytes": files.weights.stat().st_size}
+    return files.config, extra
 
 
 def _fmt_int(n: int) -> str:

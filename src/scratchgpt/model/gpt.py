@@ -17,6 +17,7 @@ from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import MultiHeadAttention
 from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.lora import apply_lora
 
 
 class LayerNorm(nn.Module):
@@ -91,7 +92,12 @@ class TransformerBlock(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """GPT: token + position embeddings, ``n_layers`` transformer blocks, final norm, head."""
+    """GPT: token + position embeddings, ``n_layers`` transformer blocks, final norm, head.
+
+    The config is the whole architecture: with ``num_classes`` the head is the classifier's
+    ``Linear(emb_dim, num_classes)`` (with a bias), and with ``lora`` the chosen Linear layers
+    carry LoRA adapters, so a checkpoint's weights load into ``GPTModel(its config)`` as they are.
+    """
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -101,11 +107,16 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim, cfg.ln_eps)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.num_classes is None:
+            self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        else:
+            self.out_head = nn.Linear(cfg.emb_dim, cfg.num_classes)
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
         if cfg.init == "gpt2":
             self.reset_parameters_gpt2()
+        if cfg.lora is not None:
+            apply_lora(self, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, freeze=False)
 
     @torch.no_grad()
     def reset_parameters_gpt2(self) -> None:
@@ -185,5 +196,5 @@ class GPTModel(nn.Module):
         """Unique parameters (a tied head counts once); ``exclude_head`` drops the head's."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_head and not self.cfg.tie_weights:
-            n -= self.out_head.weight.numel()
+            n -= sum(p.numel() for p in self.out_head.parameters())
         return n

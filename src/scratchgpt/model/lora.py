@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from scratchgpt.config import LORA_TARGETS as LORA_TARGETS
+from scratchgpt.config import LoRAConfig
 from scratchgpt.errors import CheckpointError, ConfigError
 from scratchgpt.fileio import PathLike
 
-LORA_TARGETS = ("attention", "feed_forward", "head")
 ADAPTER_FORMAT = "scratchgpt-lora-adapters"
 
 
@@ -104,9 +105,13 @@ def apply_lora(
     layers, output head; all by default) by :class:`LinearWithLoRA`, in place.
 
     With ``freeze`` every parameter not in a LoRA layer is frozen first (the book's recipe).
-    Returns the number of layers adapted.
+    The model's config records the adapters (``cfg.lora``), so a checkpoint of it says which
+    architecture its weights belong to. Returns the number of layers adapted.
     """
     wanted = check_targets(targets)
+    cfg = getattr(model, "cfg", None)
+    # Validated before any layer changes (a head tied to the embeddings cannot be adapted).
+    new_cfg = cfg.replace(lora=LoRAConfig(rank, alpha, wanted)) if hasattr(cfg, "lora") else None
     if freeze:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -119,6 +124,8 @@ def apply_lora(
                 replaced += 1
     if replaced == 0:
         raise ConfigError(f"no nn.Linear layer matches the LoRA targets {list(wanted)}")
+    if new_cfg is not None:
+        model.cfg = new_cfg
     return replaced
 
 
@@ -133,13 +140,16 @@ def has_lora(model: nn.Module) -> bool:
 
 def merge_lora(model: nn.Module) -> int:
     """Fold every LoRA update into its Linear layer, in place (same outputs, no extra
-    matmuls); returns how many layers were merged."""
+    matmuls; the config no longer lists adapters); returns how many layers were merged."""
     merged = 0
     for _name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, LinearWithLoRA):
                 setattr(module, child_name, child.merged())
                 merged += 1
+    cfg = getattr(model, "cfg", None)
+    if merged and getattr(cfg, "lora", None) is not None:
+        model.cfg = cfg.replace(lora=None)
     return merged
 
 

@@ -26,21 +26,40 @@ class ModelStats:
         return self.memory_bytes(bytes_per_param) / 1024**2
 
 
+def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
+    """(LoRA parameters in the blocks, in the head): rank * (in + out) per adapted Linear."""
+    if cfg.lora is None:
+        return 0, 0
+    e, r, targets = cfg.emb_dim, cfg.lora.rank, cfg.lora.targets
+    block = 0
+    if "attention" in targets:
+        block += 4 * r * (e + e)  # W_query, W_key, W_value, out_proj
+    if "feed_forward" in targets:
+        block += 2 * r * (e + 4 * e)
+    head = r * (e + head_out) if "head" in targets else 0
+    return cfg.n_layers * block, head
+
+
 def model_stats(cfg: GPTConfig) -> ModelStats:
-    """Parameter counts and FLOPs per token for ``cfg``."""
+    """Parameter counts and FLOPs per token for ``cfg`` (a classifier head and LoRA adapters
+    included; the FLOPs count the base weights, as after merging the adapters)."""
     e, v, c, n = cfg.emb_dim, cfg.vocab_size, cfg.context_length, cfg.n_layers
     qkv = 3 * e * e + (3 * e if cfg.qkv_bias else 0)
     attn = qkv + e * e + e  # W_query/W_key/W_value, out_proj (+bias)
     ff = e * 4 * e + 4 * e + 4 * e * e + e
     norms = 2 * 2 * e
-    block = attn + ff + norms
     tok, pos = v * e, c * e
-    head = v * e
-    body = tok + pos + n * block + 2 * e  # + final norm
+    head_out = v if cfg.num_classes is None else cfg.num_classes
+    lora_blocks, lora_head = _lora_params(cfg, head_out)
+    block = attn + ff + norms
+    head_matmul = head_out * e
+    # A classifier's head has a bias; a language model's has none.
+    head = head_matmul + (0 if cfg.num_classes is None else head_out) + lora_head
+    body = tok + pos + n * block + lora_blocks + 2 * e  # + final norm
     total = body if cfg.tie_weights else body + head
     # FLOPs: 2 per weight of every matmul a token passes through (blocks + head), plus attention's
     # scores and weighted sum against `context_length` keys (PaLM appendix B / nanoGPT's MFU).
-    matmul_weights = n * (3 * e * e + e * e + 8 * e * e) + head
+    matmul_weights = n * (3 * e * e + e * e + 8 * e * e) + head_matmul
     forward = 2 * matmul_weights + n * 2 * 2 * c * e
     return ModelStats(
         total_params=total,

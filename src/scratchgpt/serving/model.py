@@ -52,46 +52,41 @@ def load_served_model(
     name: str | None = None,
 ) -> ServedModel:
     """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
-    classifier checkpoint becomes a classifier, anything else a language model."""
+    classifier checkpoint (its config has ``num_classes``) becomes a classifier, anything else a
+    language model. ``classifier`` is then the :class:`scratchgpt.weights.LoadedModel`, which
+    :func:`scratchgpt.tasks.classify.classify` takes as it is."""
     import torch
 
-    from scratchgpt.checkpoints import (
-        CHECKPOINTS_DIR,
-        CONFIG_FILE,
-        read_manifest,
-        resolve_checkpoint,
-    )
+    from scratchgpt.data.instructions import get_prompt_style
     from scratchgpt.errors import ConfigError
     from scratchgpt.generation import optimize_for_decoding
-    from scratchgpt.tasks.classify import TASK_NAME, load_classifier
-    from scratchgpt.tasks.instruct import checkpoint_style, load_instruct_model
+    from scratchgpt.weights import load_model, with_default_tokenizer
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
     p = Path(path)
-    folder = p
-    if p.is_dir() and not (p / CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir():
-        folder = resolve_checkpoint(p)
-    meta: dict[str, Any] = {}
-    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
-        meta = dict(read_manifest(folder).get("metadata", {}))
+    loaded = load_model(p, device=device)
+    meta = dict(loaded.metadata)
     model_name = name or (p.resolve().name if p.exists() else str(path))
-    created = int(folder.stat().st_mtime) if folder.exists() else 0
-    if meta.get("task") == TASK_NAME:
-        clf = load_classifier(p, device=device)
+    created = int(loaded.path.stat().st_mtime) if loaded.path.exists() else 0
+    if loaded.config.num_classes is not None:
+        if loaded.tokenizer is None:
+            from scratchgpt.tokenizers import get_tokenizer
+
+            loaded.tokenizer = get_tokenizer("gpt2")
+        loaded.model.requires_grad_(False)
         return ServedModel(
-            model_name, clf.model, clf.tokenizer, "classifier", None, clf, created, meta
+            model_name, loaded.model, loaded.tokenizer, "classifier", None, loaded, created, meta
         )
-    loaded = load_instruct_model(p)
-    model = loaded.model.to(device).eval()
+    with_default_tokenizer(loaded)
+    model = loaded.model.eval()
     optimize_for_decoding(model)
     style = None
-    if prompt_style or loaded.metadata.get("prompt_style"):
-        style = checkpoint_style(loaded.metadata, prompt_style)
+    if prompt_style or meta.get("prompt_style"):
+        style = get_prompt_style(prompt_style or meta["prompt_style"]).name
     return ServedModel(
-        model_name, model, loaded.tokenizer, "completion", style, None, created,
-        dict(loaded.metadata),
-    )  # fmt: skip
+        model_name, model, loaded.tokenizer, "completion", style, None, created, meta
+    )
 
 
 def message_text(content: Any) -> str:

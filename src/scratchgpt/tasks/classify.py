@@ -27,6 +27,13 @@ from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_path, atomic_write_json, read_json
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.task import Task
+from scratchgpt.weights import (
+    LoadedModel,
+    inspect_model,
+    load_model,
+    require_language_model,
+    resolve_model_path,
+)
 
 TASK_NAME = "classify"
 FINETUNE_CONFIG_FILE = "finetune.json"
@@ -78,9 +85,9 @@ def make_classifier(
         )
     dev = model.tok_emb.weight.device
     model.out_head = nn.Linear(cfg.emb_dim, num_classes, device=dev)
-    # The head is no longer the embedding matrix; the config must say so, or the checkpoint
-    # would leave the head out of the weights file.
-    model.cfg = cfg.replace(tie_weights=False)
+    # The config describes the new architecture (so GPTModel(cfg) rebuilds it from a checkpoint):
+    # a head of num_classes outputs, no longer the embedding matrix. apply_lora adds its part.
+    model.cfg = cfg.replace(tie_weights=False, num_classes=num_classes)
     for p in model.parameters():
         p.requires_grad_(trainable == "all")
     if trainable == "last-blocks":
@@ -342,91 +349,51 @@ def classifier_metadata(
 
 
 def load_classifier(
-    path: PathLike, *, device: torch.device | str = "cpu", merge: bool = True
+    path: PathLike | LoadedModel,
+    *,
+    device: torch.device | str | None = None,
+    merge: bool = True,
 ) -> Classifier:
     """A classifier from a checkpoint folder or a run folder (its newest checkpoint) written by
-    fine-tuning; LoRA adapters are merged into the weights unless ``merge`` is False."""
-    from safetensors.torch import load_file
-
-    from scratchgpt.checkpoints import (
-        CHECKPOINTS_DIR,
-        CONFIG_FILE,
-        TOKENIZER_FILE,
-        WEIGHTS_FILE,
-        read_manifest,
-        resolve_checkpoint,
-    )
-    from scratchgpt.config import GPTConfig
-    from scratchgpt.model import GPTModel
-
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint folder")
-    if p.is_dir() and not (p / CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir():
-        p = resolve_checkpoint(p)
-    if not (p / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{p}: not a checkpoint folder (no {CONFIG_FILE})")
-    raw = read_json(p / CONFIG_FILE)
-    meta = read_manifest(p).get("metadata", {}) if isinstance(raw, dict) else {}
-    if not isinstance(raw, dict) or "model_type" in raw or meta.get("task") != TASK_NAME:
-        what = (
-            "a Hugging Face GPT-2 model"
-            if isinstance(raw, dict) and "model_type" in raw
-            else (f"a {meta.get('task') or 'language-model'} checkpoint")
-        )
-        raise CheckpointError(
-            f"{p}: not a classifier ({what}, whose head predicts tokens); fine-tune it first: "
-            f"scratchgpt finetune-classifier --checkpoint {p} --data spam --out RUN"
-        )
+    fine-tuning, or from a model :func:`scratchgpt.load_model` already loaded; LoRA adapters are
+    merged into the weights unless ``merge`` is False. A path loads onto ``device`` (default
+    CPU); a loaded model stays where it is unless ``device`` is given."""
+    if isinstance(path, LoadedModel):
+        loaded = path
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise CheckpointError(f"{p}: no such checkpoint folder")
+        files = inspect_model(p)  # config and metadata only: refuse before reading weights
+        if files.config.num_classes is None:
+            what = (
+                "a Hugging Face GPT-2 model"
+                if files.format != "scratchgpt"
+                else f"a {files.metadata.get('task') or 'language-model'} checkpoint"
+            )
+            raise CheckpointError(
+                f"{files.path}: not a classifier ({what}, whose head predicts tokens); fine-tune "
+                f"it first: scratchgpt finetune-classifier --checkpoint {p} --data spam --out RUN"
+            )
+        loaded = load_model(p, device=device or "cpu", merge_lora=merge)
+    meta = loaded.metadata
+    if loaded.config.num_classes is None:
+        raise CheckpointError(f"{loaded.path}: not a classifier (its head predicts tokens)")
     for key in ("label_names", "max_length", "pad_token_id"):
         if key not in meta:
-            raise CheckpointError(f"{p}: classifier metadata lacks {key!r} (scratchgpt.json)")
-    cfg = GPTConfig.from_dict(raw, source=str(p / CONFIG_FILE))
-    labels = [str(x) for x in meta["label_names"]]
-    model = GPTModel(cfg.replace(init="pytorch"))
-    lora = meta.get("lora") or None
-    make_classifier(
-        model,
-        len(labels),
-        trainable="lora" if lora else "all",
-        **(
-            {
-                "lora_rank": lora["rank"],
-                "lora_alpha": lora["alpha"],
-                "lora_targets": lora["targets"],
-            }
-            if lora
-            else {}
-        ),
-    )
-    model.cfg = cfg
-    try:
-        weights = load_file(str(p / WEIGHTS_FILE))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{p / WEIGHTS_FILE}: corrupt or missing ({e})") from None
-    result = model.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{p / WEIGHTS_FILE}: weights do not match the classifier its metadata describes "
-            f"(missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]})"
-        )
-    if lora and merge:
-        from scratchgpt.model.lora import merge_lora
-
-        merge_lora(model)
-    tokenizer = None
-    if (p / TOKENIZER_FILE).is_file():
-        from scratchgpt.tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer(p / TOKENIZER_FILE)
-    else:
+            raise CheckpointError(
+                f"{loaded.path}: classifier metadata lacks {key!r} (scratchgpt.json)"
+            )
+    tokenizer = loaded.tokenizer
+    if tokenizer is None:
         from scratchgpt.tokenizers import get_tokenizer
 
         tokenizer = get_tokenizer("gpt2")
+    model = loaded.model if device is None else loaded.model.to(device)
     model.requires_grad_(False)
     return Classifier(
-        model.to(device).eval(), tokenizer, labels, int(meta["max_length"]),
-        int(meta["pad_token_id"]), p, dict(meta),
+        model.eval(), tokenizer, [str(x) for x in meta["label_names"]], int(meta["max_length"]),
+        int(meta["pad_token_id"]), loaded.path, dict(meta),
     )  # fmt: skip
 
 
@@ -548,7 +515,6 @@ class FinetuneResult:
 
 def load_base_model(cfg: ClassifyConfig) -> tuple[nn.Module, Any, str]:
     """(GPTModel, tokenizer, description) of the starting model."""
-    from scratchgpt.checkpoints import load_checkpoint
     from scratchgpt.tokenizers import get_tokenizer
 
     if cfg.random_init:
@@ -559,15 +525,13 @@ def load_base_model(cfg: ClassifyConfig) -> tuple[nn.Module, Any, str]:
         mcfg = GPTConfig.from_preset(cfg.random_init, vocab_size=tokenizer.vocab_size)
         return GPTModel(mcfg), tokenizer, f"random {cfg.random_init}"
     if cfg.gpt2:
-        from scratchgpt.interop.hub import resolve_model_path
-
-        loaded = load_checkpoint(resolve_model_path(cfg.gpt2))
+        loaded = require_language_model(load_model(resolve_model_path(cfg.gpt2)))
         return loaded.model, loaded.tokenizer, f"GPT-2 {cfg.gpt2}"
     path = Path(str(cfg.checkpoint))
     if not path.exists():
         raise CheckpointError(f"--checkpoint {path}: no such folder")
-    loaded = load_checkpoint(path)
-    if loaded.metadata.get("task") == TASK_NAME:
+    loaded = load_model(path)
+    if loaded.config.num_classes is not None:
         raise CheckpointError(
             f"{loaded.path} is already a classifier; to continue its run use --resume with its "
             "--out folder"

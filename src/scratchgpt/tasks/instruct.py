@@ -34,12 +34,18 @@ from scratchgpt.data.instructions import (
     split_records,
 )
 from scratchgpt.data.prompts import render_prompt, turn_stops
-from scratchgpt.errors import CheckpointError, ConfigError, DataError
+from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, config_from_dict
 from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
+from scratchgpt.weights import (
+    LoadedModel,
+    load_model,
+    require_language_model,
+    with_default_tokenizer,
+)
 
 INSTRUCT_CONFIG_FILE = "instruct_config.json"
 RESPONSES_FILE = "responses.json"
@@ -170,21 +176,11 @@ class InstructTask(Task):
 # Models, responses
 
 
-def load_base_model(checkpoint: str | None = None, gpt2: str | None = None) -> Any:
-    """``LoadedModel`` of a checkpoint folder or a cached GPT-2 name, with a tokenizer."""
-    from scratchgpt.checkpoints import load_checkpoint
-
-    loaded = load_checkpoint(checkpoint if checkpoint is not None else str(gpt2))
-    if loaded.tokenizer is None:
-        if loaded.config.vocab_size != GPT2_VOCAB_SIZE:
-            raise CheckpointError(
-                f"{loaded.path}: no tokenizer.json and a vocabulary of "
-                f"{loaded.config.vocab_size} ids (not GPT-2's); save the checkpoint with its tokenizer"
-            )
-        from scratchgpt.tokenizers import get_tokenizer
-
-        loaded.tokenizer = get_tokenizer("gpt2")
-    return loaded
+def load_base_model(checkpoint: str | None = None, gpt2: str | None = None) -> LoadedModel:
+    """``LoadedModel`` of a language model (any checkpoint, run folder, Hugging Face folder or
+    cached GPT-2 name; LoRA adapters merged), with a tokenizer."""
+    loaded = load_model(checkpoint if checkpoint is not None else str(gpt2))
+    return with_default_tokenizer(require_language_model(loaded))
 
 
 def checkpoint_style(metadata: Mapping[str, Any], override: str | None = None) -> str:
@@ -297,8 +293,8 @@ def build_instruction_data(
 
 
 def _apply_lora(model: nn.Module, cfg: InstructConfig) -> dict[str, Any] | None:
-    """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0; the adapter
-    settings that go into the checkpoint metadata."""
+    """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0 (the model's
+    config records them); the adapter settings that go into the checkpoint metadata."""
     if cfg.lora_rank <= 0:
         return None
     from scratchgpt.model.lora import apply_lora
@@ -311,53 +307,11 @@ def _apply_lora(model: nn.Module, cfg: InstructConfig) -> dict[str, Any] | None:
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
 
 
-def load_instruct_model(path: PathLike) -> Any:
-    """``LoadedModel`` of any checkpoint (or run folder, or cached GPT-2 name); a checkpoint
-    saved with LoRA adapters gets them merged into its weights."""
-    from scratchgpt.checkpoints import (
-        CHECKPOINTS_DIR,
-        CONFIG_FILE,
-        TOKENIZER_FILE,
-        WEIGHTS_FILE,
-        LoadedModel,
-        read_manifest,
-        resolve_checkpoint,
-    )
-
-    p = Path(path)
-    if p.is_dir() and not (p / CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir():
-        p = resolve_checkpoint(p)
-    meta = read_manifest(p).get("metadata", {}) if (p / CONFIG_FILE).is_file() else {}
-    lora = meta.get("lora") if isinstance(meta, dict) else None
-    if not lora:
-        return load_base_model(str(path))
-    from safetensors.torch import load_file
-
-    from scratchgpt.config import GPTConfig
-    from scratchgpt.model import GPTModel
-    from scratchgpt.model.lora import apply_lora, merge_lora
-    from scratchgpt.tokenizers import load_tokenizer
-    from scratchgpt.training.state import load_weights_into
-
-    cfg = GPTConfig.from_dict(read_json(p / CONFIG_FILE), source=str(p / CONFIG_FILE))
-    model = GPTModel(cfg)
-    apply_lora(model, int(lora["rank"]), float(lora["alpha"]), lora["targets"], freeze=True)
-    try:
-        weights = load_file(str(p / WEIGHTS_FILE))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{p / WEIGHTS_FILE}: corrupt or missing ({e})") from None
-    load_weights_into(model, weights, p / WEIGHTS_FILE)
-    merge_lora(model)
-    for param in model.parameters():
-        param.requires_grad_(True)
-    tok_path = p / TOKENIZER_FILE
-    tokenizer = load_tokenizer(tok_path) if tok_path.is_file() else None
-    loaded = LoadedModel(model.eval(), tokenizer, cfg, p, dict(meta), "scratchgpt")
-    if tokenizer is None:
-        from scratchgpt.tokenizers import get_tokenizer
-
-        loaded.tokenizer = get_tokenizer("gpt2")
-    return loaded
+def load_instruct_model(path: PathLike) -> LoadedModel:
+    """``LoadedModel`` of any language model (checkpoint, run folder, Hugging Face folder or
+    cached GPT-2 name), with a tokenizer; LoRA adapters are merged into its weights. The same
+    as :func:`load_base_model` (kept for its name)."""
+    return load_base_model(str(path))
 
 
 def finetune_instruct(

@@ -3,7 +3,7 @@
 A run folder keeps its checkpoints under ``checkpoints/``::
 
     checkpoints/
-      step-000100/            a complete model folder (scratchgpt.checkpoints.save_checkpoint:
+      step-000100/            a complete model folder (scratchgpt.weights.save_checkpoint:
         model.safetensors     model.safetensors, config.json, tokenizer.json, scratchgpt.json)
         config.json           plus the training files:
         tokenizer.json
@@ -34,16 +34,21 @@ from typing import Any
 import numpy as np
 import torch
 
-# The run-folder layout (pointer files, checkpoints/) lives with the checkpoint format, so that
-# load_checkpoint can open a run folder; it is re-exported here for the training code.
-from scratchgpt.checkpoints import BEST_FILE as BEST_FILE
-from scratchgpt.checkpoints import CHECKPOINTS_DIR as CHECKPOINTS_DIR
-from scratchgpt.checkpoints import LATEST_FILE as LATEST_FILE
-from scratchgpt.checkpoints import read_pointer
-from scratchgpt.checkpoints import resolve_checkpoint as resolve_checkpoint
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_folder, atomic_write_text, read_json, write_json
+
+# Loading weights into the model being resumed is the weights package's (one loader).
+from scratchgpt.weights.native import load_weights_into as load_weights_into
+from scratchgpt.weights.native import write_checkpoint_files
+
+# The run-folder layout (pointer files, checkpoints/) lives with the weights, so that load_model
+# can open a run folder; it is re-exported here for the training code.
+from scratchgpt.weights.runs import BEST_FILE as BEST_FILE
+from scratchgpt.weights.runs import CHECKPOINTS_DIR as CHECKPOINTS_DIR
+from scratchgpt.weights.runs import LATEST_FILE as LATEST_FILE
+from scratchgpt.weights.runs import read_pointer
+from scratchgpt.weights.runs import resolve_checkpoint as resolve_checkpoint
 
 STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -156,8 +161,6 @@ def save_training_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-NNNNNN`` atomically (written and renamed once) and point
     ``latest`` at it."""
-    from scratchgpt.checkpoints import write_checkpoint_files
-
     root = Path(ckpt_root)
     name = step_dirname(step)
     final = root / name
@@ -205,10 +208,11 @@ def _config_mismatch(saved: GPTConfig, current: GPTConfig) -> list[str]:
     # The attention implementation changes no weights, so a run may switch it on resume.
     ignore = {"attention"}
     a, b = saved.to_dict(), current.to_dict()
+    # A key an older config.json lacks (num_classes, lora) is checked by the weights' shapes.
     return [
-        f"{k}: checkpoint {a[k]!r}, this run {b[k]!r}"
+        f"{k}: checkpoint {a[k]!r}, this run {b.get(k)!r}"
         for k in a
-        if k not in ignore and a[k] != b[k]
+        if k not in ignore and a[k] != b.get(k)
     ]
 
 
@@ -259,29 +263,6 @@ def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[st
     except DataError as e:
         raise CheckpointError(str(e)) from None
     return {"path": p, "weights": weights, "state": state, "run_config": run_config}
-
-
-def load_weights_into(
-    model: torch.nn.Module, weights: dict[str, torch.Tensor], source: PathLike
-) -> None:
-    """Copy a checkpoint's tensors into ``model``; a tied head may be absent from the file."""
-    own = model.state_dict()
-    tied = getattr(getattr(model, "cfg", None), "tie_weights", False)
-    missing = [k for k in own if k not in weights and not (tied and k == "out_head.weight")]
-    unexpected = [k for k in weights if k not in own]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: weights do not match the model (missing: {missing[:5]}, unexpected: "
-            f"{unexpected[:5]})"
-        )
-    for k, t in weights.items():
-        if own[k].shape != t.shape:
-            raise CheckpointError(
-                f"{source}: tensor {k} has shape {tuple(t.shape)}, the model expects {tuple(own[k].shape)}"
-            )
-    with torch.no_grad():
-        for k, t in weights.items():
-            own[k].copy_(t)
 
 
 def find_resume_checkpoint(ckpt_root: PathLike, model_config: GPTConfig) -> dict[str, Any] | None:

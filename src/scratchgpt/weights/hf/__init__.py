@@ -1,0 +1,57 @@
+"""Hugging Face model folders: one mapping file per model family, chosen by ``model_type``.
+
+Adding a family (Llama, Qwen3, Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
+with an :class:`HFFamily` (config both ways, the tensor plan, the export) and adding it to
+:data:`FAMILIES`; :func:`scratchgpt.weights.load_model` and ``scratchgpt info`` then read its
+folders with no other change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scratchgpt.errors import CheckpointError
+from scratchgpt.weights.hf import gpt2
+from scratchgpt.weights.hf.base import HFFamily, hf_weight_files, load_hf, save_hf
+from scratchgpt.weights.hf.gpt2 import (
+    config_from_hf,
+    hf_config_from_ours,
+    hf_plan,
+    hf_state_dict,
+    load_hf_gpt2,
+    save_hf_gpt2,
+)
+
+# model_type -> family: the registry.
+FAMILIES: dict[str, HFFamily] = {family.model_type: family for family in (gpt2.FAMILY,)}
+
+
+def hf_family(raw: Mapping[str, Any], source: str = "config.json") -> HFFamily:
+    """The family of a Hugging Face config.json (by its ``model_type``); unknown ones are
+    refused with the list of those scratchgpt reads."""
+    model_type = raw.get("model_type")
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        known = ", ".join(repr(k) for k in FAMILIES)
+        raise CheckpointError(
+            f"{source}: model_type is {model_type!r}; scratchgpt reads Hugging Face models of "
+            f"type {known} and its own checkpoints"
+        )
+    return family
+
+
+__all__ = [
+    "FAMILIES",
+    "HFFamily",
+    "config_from_hf",
+    "hf_config_from_ours",
+    "hf_family",
+    "hf_plan",
+    "hf_state_dict",
+    "hf_weight_files",
+    "load_hf",
+    "load_hf_gpt2",
+    "save_hf",
+    "save_hf_gpt2",
+]
