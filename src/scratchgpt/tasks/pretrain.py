@@ -1,6 +1,8 @@
 """Pretraining (the book's chapter 5): next-token prediction on a text or on token shards.
 
-``pretrain(config, out_dir)`` is the whole job: tokenizer and data from ``config.data``, a GPT
+The recipe is :class:`PretrainConfig` (``RunConfig``: ``model`` / ``data`` / ``train``, presets
+``book-ch5`` and ``char-small``) + :class:`PretrainTask` + :func:`run`, the same shape as the
+fine-tuning recipes. ``pretrain(config, out_dir)`` (= ``run``) is the whole job: tokenizer and data from ``config.data``, a GPT
 from ``config.model``, then the shared training loop. ``calc_loss_batch`` and
 ``calc_loss_loader`` are the book's functions of section 5.1, for readers who follow along.
 """
@@ -19,12 +21,13 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
-from scratchgpt.training.config import DataConfig, RunConfig
+from scratchgpt.training.config import RUN_CONFIG_FILE, DataConfig, RunConfig
 from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
 
-RUN_CONFIG_FILE = "config.yaml"
+# The pretraining recipe's config (RunConfig is its older name, still the class itself).
+PretrainConfig = RunConfig
 
 
 def calc_loss_batch(
@@ -281,3 +284,7 @@ def pretrain(
         metadata={"task": "pretrain"},
         argv=argv,
     )
+
+
+# The recipe's entry point, the same shape as classification's and instruction tuning's.
+run = pretrain
