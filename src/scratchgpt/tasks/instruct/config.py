@@ -7,6 +7,7 @@ resume).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -169,6 +170,21 @@ class InstructConfig(RecipeConfig):
         return out
 
     @classmethod
+    def from_dict(cls, d: Any, source: str = "config") -> InstructConfig:
+        """Build from nested sections (the flat dict of older releases still works, with a
+        DeprecationWarning)."""
+        flat = isinstance(d, dict) and not set(d) <= set(cls.SECTIONS)
+        if flat and set(d) <= {*cls.LEGACY_FIELDS, "train"}:
+            warnings.warn(
+                "InstructConfig.from_dict(flat dict) is deprecated; pass the sections "
+                f"{list(cls.SECTIONS)}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return cls.from_flat_dict(d, source)
+        return super().from_dict(d, source)
+
+    @classmethod
     def from_flat_dict(cls, d: dict[str, Any], source: str = "config") -> InstructConfig:
         """From the flat dict of older releases (``instruct_config.json``'s layout)."""
-        return cls.from_dict(cls.from_legacy_dict(d), source)
+        return super().from_dict(cls.from_legacy_dict(d), source)
