@@ -261,6 +261,7 @@ def test_classify_file_with_labels(spam_run, tmp_path, capsys):
     out, argv = spam_run
     if not (out / "checkpoints").is_dir():
         assert main(argv) == 0
+        capsys.readouterr()  # the run's own output
     f = tmp_path / "m.tsv"
     f.write_text("text\tlabel\nhello there\tham\nFREE entry now\tspam\n", "utf-8")
     assert (

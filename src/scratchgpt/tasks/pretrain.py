@@ -230,17 +230,6 @@ def resolve_model_config(config: RunConfig, tokenizer: Any) -> GPTConfig:
     return cfg
 
 
-def _as_run_config(config: RunConfig | dict | PathLike | str) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return RunConfig.from_dict(config)
-    p = Path(config)
-    if p.is_file():
-        return RunConfig.load(p)
-    return RunConfig.preset(str(config))
-
-
 def pretrain(
     config: RunConfig | dict | PathLike | str = "book-ch5",
     out_dir: PathLike = "runs/pretrain",
@@ -251,7 +240,7 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain a GPT as ``config`` says (a RunConfig, a dict, a YAML/JSON file or a preset
     name) and write the run into ``out_dir``."""
-    cfg = _as_run_config(config)
+    cfg = RunConfig.coerce(config)
     tokenizer, train_ds, val_ds, info = build_pretraining_data(cfg.data)
     model_cfg = resolve_model_config(cfg, tokenizer)
     run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)

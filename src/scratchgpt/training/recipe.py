@@ -170,6 +170,18 @@ class RecipeConfig:
         return cls.from_dict(load_mapping(path), source=str(path))
 
     @classmethod
+    def coerce(cls, config: Any) -> Any:
+        """A config of this recipe from what a recipe's ``run`` accepts: the config itself, a
+        dict of sections, a YAML/JSON file or a preset name."""
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if Path(config).is_file():
+            return cls.load(config)
+        return cls.preset(str(config))
+
+    @classmethod
     def preset_dict(cls, name: str) -> dict[str, Any]:
         """A bundled preset of this recipe as nested dicts (before the cross-section checks)."""
         d = preset_mapping(name)

@@ -209,7 +209,7 @@ def _write_outputs(
 
 
 def run(
-    config: ClassifyConfig,
+    config: ClassifyConfig | dict[str, Any] | PathLike,
     out_dir: PathLike,
     *,
     overwrite: bool = False,
@@ -217,14 +217,16 @@ def run(
     argv: Sequence[str] | None = None,
     log: Any = None,
 ) -> FinetuneResult:
-    """Fine-tune a classifier as ``config`` says on the shared training loop, evaluate it on
-    every split and write the run (config.yaml, checkpoints, report, plots) into ``out_dir``."""
+    """Fine-tune a classifier as ``config`` says (a ClassifyConfig, a dict of its sections or a
+    YAML/JSON file) on the shared training loop, evaluate it on every split and write the run
+    (config.yaml, checkpoints, report, plots) into ``out_dir``."""
     from scratchgpt.training.distributed import is_main_process
     from scratchgpt.training.loop import prepare_run_dir, train
 
     say = log or (lambda s: print(s, flush=True))
     if not is_main_process():  # under torchrun, rank 0 speaks for the job
         say = lambda s: None  # noqa: E731
+    config = ClassifyConfig.coerce(config)
     model, tokenizer, base = load_base_model(config.model)
     data = _build_datasets(config, tokenizer, model.cfg.context_length, say)
     cfg = size_eval_to_epochs(config, len(data.splits.train), len(data.splits.val))

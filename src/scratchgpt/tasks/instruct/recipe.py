@@ -74,11 +74,9 @@ def build_instruction_data(
     return train_ds, val_ds, test_recs, val_recs, collate
 
 
-def _as_config(config: InstructConfig | Mapping[str, Any]) -> InstructConfig:
-    if isinstance(config, InstructConfig):
-        return config
-    if set(config) <= set(InstructConfig.SECTIONS):
-        return InstructConfig.from_dict(dict(config))
+def _as_config(config: InstructConfig | Mapping[str, Any] | PathLike) -> InstructConfig:
+    if not isinstance(config, Mapping) or set(config) <= set(InstructConfig.SECTIONS):
+        return InstructConfig.coerce(dict(config) if isinstance(config, Mapping) else config)
     warnings.warn(
         "finetune_instruct(flat dict) is deprecated; pass an InstructConfig or a dict of its "
         f"sections {list(InstructConfig.SECTIONS)}",
@@ -124,14 +122,15 @@ def _answer_test_split(
 
 
 def finetune_instruct(
-    config: InstructConfig | Mapping[str, Any],
+    config: InstructConfig | Mapping[str, Any] | PathLike,
     out_dir: PathLike = "runs/instruct",
     *,
     overwrite: bool = False,
     resume: bool = False,
     argv: Sequence[str] | None = None,
 ) -> InstructResult:
-    """Fine-tune a GPT on instruction records as ``config`` says and write the run (config.yaml,
+    """Fine-tune a GPT on instruction records as ``config`` says (an InstructConfig, a dict of
+    its sections, a YAML/JSON file or a preset name) and write the run (config.yaml,
     checkpoints, metrics, plots, ``responses.json`` for the test split) into ``out_dir``."""
     cfg = _as_config(config)
     m = cfg.model
