@@ -1,13 +1,14 @@
-"""Recipe configuration: dataclasses validated on construction, loaded from YAML or JSON.
+"""Training configuration: the loop's TrainConfig and the pretraining recipe's RunConfig.
 
 Every recipe (pretraining, classification fine-tuning, instruction tuning) is described by one
 config of the same shape: ``model`` (where the model comes from and what changes in it), ``data``
 (what to train on), ``train`` (the loop's hyperparameters, :class:`TrainConfig`, the same for
 every recipe) and, for the fine-tuning recipes, one section of their own (``classify:`` or
-``instruct:``). :class:`RecipeConfig` holds what they share: dict/YAML round trips, dotted
-overrides (``"train.lr"``), bundled presets (``training/presets/*.yaml``) and the one
-``config.yaml`` written into every run folder. Every field has a command-line flag (see
-``scratchgpt pretrain --help``), so any run can be repeated from its folder alone.
+``instruct:``, declared in their task packages). What they share (dict/YAML round trips, dotted
+overrides, presets, the run folder's ``config.yaml``) is :class:`RecipeConfig` in
+``training.recipe``; field declaration and coercion are in ``training.fields``. Every field has
+a command-line flag (see ``scratchgpt pretrain --help``), so any run can be repeated from its
+folder alone.
 
 This module does not import torch: the CLI builds its flags from these dataclasses at start-up.
 """
