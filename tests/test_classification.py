@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
@@ -18,9 +19,11 @@ from scratchgpt.tasks.classify import (
     classification_metrics,
     classifier_logits,
     classify,
+    default_train_config,
     last_token_index,
     load_classifier,
     make_classifier,
+    size_eval_to_epochs,
 )
 from scratchgpt.weights import read_manifest, save_checkpoint
 
@@ -113,9 +116,55 @@ def test_config_needs_one_start_model():
     with pytest.raises(ConfigError, match="exactly one starting model"):
         ClassifyConfig()
     with pytest.raises(ConfigError, match="exactly one"):
-        ClassifyConfig(checkpoint="a", gpt2="gpt2-small")
+        ClassifyConfig(model={"checkpoint": "a", "gpt2": "gpt2-small"})
     with pytest.raises(ConfigError, match="LoRA targets"):
+        ClassifyConfig(model={"random_init": "tiny"}, classify={"lora_targets": ["nope"]})
+
+
+def test_config_defaults_are_the_book_and_the_flat_form_still_works():
+    cfg = ClassifyConfig(model={"random_init": "tiny"})
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.weight_decay, t.max_epochs, t.sample_tokens) == (
+        8,
+        5e-5,
+        0.1,
+        5,
+        0,
+    )
+    assert cfg.data.source == "spam" and cfg.classify.trainable == "last-blocks"
+    with pytest.deprecated_call():
+        old = ClassifyConfig(random_init="tiny", data="x.csv", trainable="lora", lora_rank=4)
+    assert (old.model.random_init, old.data.source, old.classify.lora_rank) == ("tiny", "x.csv", 4)
+    with pytest.raises(ConfigError, match="LoRA targets"), pytest.deprecated_call():
         ClassifyConfig(random_init="tiny", lora_targets=["nope"])
+    # Per-epoch evaluation: sized from the splits unless the field is set by hand.
+    sized = size_eval_to_epochs(cfg, n_train=1045, n_val=149)
+    assert (sized.train.eval_interval, sized.train.eval_batches) == (130, 19)
+    assert sized.classify.epoch_eval == []
+    by_hand = cfg.with_overrides({"train.eval_interval": 7})
+    assert by_hand.classify.epoch_eval == ["eval_batches"]
+    sized = size_eval_to_epochs(by_hand, n_train=1045, n_val=149)
+    assert (sized.train.eval_interval, sized.train.eval_batches) == (7, 19)
+    assert sized.train == default_train_config(1045, 149, eval_interval=7)
+
+
+def test_cli_resumes_a_run_folder_of_older_releases(tmp_path, capsys):
+    """A run folder with finetune.json (no config.yaml) still resumes with its settings."""
+    run = tmp_path / "old"
+    run.mkdir()
+    flat = {"checkpoint": "base", "gpt2": None, "random_init": None, "data": "spam",
+            "format": None, "text_column": "text", "label_column": "label", "split_column": None,
+            "labels": None, "train_frac": 0.7, "val_frac": 0.1, "split_seed": 123,
+            "max_length": None, "trainable": "lora", "train_blocks": 1, "lora_rank": 4,
+            "lora_alpha": 8.0, "lora_targets": ["attention"], "drop_rate": None}  # fmt: skip
+    train = {**default_train_config(1045, 149).__dict__, "max_steps": 3}
+    (run / "finetune.json").write_text(json.dumps({"classify": flat, "train": train}), "utf-8")
+    assert main(["finetune-classifier", "--out", str(run), "--resume", "--max-steps", "4",
+                 "--print-config"]) == 0  # fmt: skip
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["checkpoint"] == "base" and cfg["classify"]["lora_rank"] == 4
+    assert cfg["classify"]["epoch_eval"] == [] and cfg["train"]["eval_interval"] == 130
+    assert cfg["train"]["max_steps"] == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +203,12 @@ def test_cli_end_to_end_on_bundled_spam(spam_run, capsys):
     assert report["sizes"] == {"train": 1045, "val": 149, "test": 300}
     assert report["test"]["n"] == 300 and sum(map(sum, report["test"]["confusion_matrix"])) == 300
     assert report["steps"] == 3
-    for name in ("loss.png", "accuracy.png", "metrics.jsonl", "run.json", "finetune.json"):
+    for name in ("loss.png", "accuracy.png", "metrics.jsonl", "run.json", "config.yaml"):
         assert (out / name).is_file(), name
+    saved = yaml.safe_load((out / "config.yaml").read_text("utf-8"))
+    assert set(saved) == {"model", "data", "train", "classify"}
+    # The resolved config: evaluation once per epoch (1,045 texts / batch 8).
+    assert saved["train"]["eval_interval"] == 130 and saved["classify"]["epoch_eval"] == []
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert "val_accuracy" in records[-1] and "eval_train_accuracy" in records[-1]
     meta = read_manifest(out / "checkpoints" / "step-000003")["metadata"]
@@ -208,6 +261,7 @@ def test_classify_file_with_labels(spam_run, tmp_path, capsys):
     out, argv = spam_run
     if not (out / "checkpoints").is_dir():
         assert main(argv) == 0
+        capsys.readouterr()  # the run's own output
     f = tmp_path / "m.tsv"
     f.write_text("text\tlabel\nhello there\tham\nFREE entry now\tspam\n", "utf-8")
     assert (

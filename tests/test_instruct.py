@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
@@ -241,7 +242,10 @@ def _cfg(ckpt: Path, data: Path, **kw) -> InstructConfig:
         sample_tokens=4, progress=False, plot=False,
     )  # fmt: skip
     return InstructConfig(
-        checkpoint=str(ckpt), data=str(data), train=train, response_tokens=6, **kw
+        model={"checkpoint": str(ckpt)},
+        data={"source": str(data)},
+        train=train,
+        instruct={"response_tokens": 6, **kw},
     )
 
 
@@ -292,8 +296,10 @@ def test_cli_finetune_respond_and_loss(tmp_path, tiny_ckpt, data_slice, capsys):
     assert "validation loss:" in capsys.readouterr().out
     assert main(args) == 2  # the run folder exists
     assert "--resume" in capsys.readouterr().err
-    saved = json.loads((run / "instruct_config.json").read_text("utf-8"))
-    assert saved["style"] == "phi3" and saved["mask_prompt"] and saved["train"]["lr"] == 5e-5
+    saved = yaml.safe_load((run / "config.yaml").read_text("utf-8"))
+    assert set(saved) == {"model", "data", "train", "instruct"}
+    opts = saved["instruct"]
+    assert opts["prompt_style"] == "phi3" and opts["mask_prompt"] and saved["train"]["lr"] == 5e-5
 
     out = tmp_path / "r.json"
     respond = ["respond", "--checkpoint", str(run), "--data", str(data_slice), "--limit", "2",
@@ -337,7 +343,44 @@ def test_cli_resume_keeps_the_saved_settings(tmp_path, tiny_ckpt, data_slice, ca
     assert "resuming from step-000002" in capsys.readouterr().out
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3]
-    saved = json.loads((run / "instruct_config.json").read_text("utf-8"))
-    assert saved["style"] == "phi3" and saved["train"]["max_steps"] == 3
-    assert saved["train"]["batch_size"] == 4 and not saved["responses"]
+    saved = yaml.safe_load((run / "config.yaml").read_text("utf-8"))
+    assert saved["instruct"]["prompt_style"] == "phi3" and saved["train"]["max_steps"] == 3
+    assert saved["train"]["batch_size"] == 4 and not saved["instruct"]["responses"]
     assert load_instruct_model(run).metadata["prompt_style"] == "phi3"
+
+
+def test_config_sections_legacy_form_and_book_defaults(tmp_path):
+    cfg = InstructConfig(model={"gpt2": "gpt2-small"})
+    assert cfg.train == book_train_config() and cfg.instruct.prompt_style == "alpaca"
+    assert (cfg.data.source, cfg.data.train_frac, cfg.data.test_frac) == (None, 0.85, 0.10)
+    with pytest.raises(ConfigError, match="exactly one base model"):
+        InstructConfig()
+    # The flat keywords of older releases still work, with a warning.
+    with pytest.deprecated_call():
+        old = InstructConfig(
+            checkpoint="ck", style="phi3", fields={"output": "response"}, lora_rank=2
+        )
+    assert (old.model.checkpoint, old.instruct.prompt_style) == ("ck", "phi3")
+    assert old.data.fields == {"instruction": "instruction", "input": "input", "output": "response"}
+    with pytest.deprecated_call():
+        assert old.style == "phi3"
+    assert InstructConfig.from_dict(old.to_dict()) == old
+
+
+def test_cli_resumes_a_run_folder_of_older_releases(tmp_path, capsys):
+    """A run folder with instruct_config.json (no config.yaml) still resumes with its settings."""
+    run = tmp_path / "old"
+    run.mkdir()
+    old = {"checkpoint": "base", "gpt2": None, "data": "d.json", "fields": {"input": "context"},
+           "style": "phi3", "train_frac": 0.8, "test_frac": 0.1, "mask_prompt": True,
+           "allowed_max_length": None, "response_tokens": 7, "response_batch_size": 8,
+           "responses": False, "lora_rank": 0, "lora_alpha": 16.0,
+           "train": {**book_train_config(max_steps=3).__dict__}}  # fmt: skip
+    (run / "instruct_config.json").write_text(json.dumps(old), "utf-8")
+    assert main(["finetune-instruct", "--out", str(run), "--resume", "--lr", "1e-3",
+                 "--print-config"]) == 0  # fmt: skip
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"] == {"checkpoint": "base", "gpt2": None}
+    assert (cfg["data"]["source"], cfg["data"]["input_field"]) == ("d.json", "context")
+    assert cfg["instruct"]["prompt_style"] == "phi3" and cfg["instruct"]["response_tokens"] == 7
+    assert (cfg["train"]["max_steps"], cfg["train"]["lr"]) == (3, 1e-3)

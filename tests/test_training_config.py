@@ -15,6 +15,7 @@ from scratchgpt.errors import ConfigError
 from scratchgpt.training.config import (
     SECTIONS,
     DataConfig,
+    ModelSpec,
     RunConfig,
     TrainConfig,
     list_presets,
@@ -23,7 +24,9 @@ from scratchgpt.training.schedules import LRSchedule
 
 
 def test_presets_load_and_match_the_book_settings():
-    assert {"book-ch5", "char-small"} <= set(list_presets())
+    assert {"book-ch5", "book-ch6", "book-ch7", "char-small"} <= set(list_presets())
+    assert list_presets("pretrain") == ["book-ch5", "char-small"]
+    assert (list_presets("classify"), list_presets("instruct")) == (["book-ch6"], ["book-ch7"])
     cfg = RunConfig.preset("book-ch5")
     # Book chapter 5: GPT-2 small with a 256 context, AdamW(lr=4e-4, wd=0.1), 10 epochs,
     # batch 2, windows of 256 every 256 tokens, 90/10 split, eval every 5 steps over 5 batches.
@@ -186,3 +189,61 @@ def test_constant_schedule_and_errors():
         LRSchedule(1e-3, "cosine")
     with pytest.raises(ConfigError, match="unknown schedule"):
         LRSchedule(1e-3, "linear")
+
+
+def test_model_spec_is_derived_from_gpt_config():
+    from scratchgpt.config import GPTConfig
+
+    names = [f.name for f in dataclasses.fields(ModelSpec)]
+    assert names == ["preset"] + [f.name for f in dataclasses.fields(GPTConfig)]
+    spec = ModelSpec(n_layers="3", attention="explicit")  # coerced like every config field
+    assert spec.overrides() == {"n_layers": 3, "attention": "explicit"}
+    attention = next(f for f in dataclasses.fields(ModelSpec) if f.name == "attention")
+    assert attention.metadata["choices"] == ("sdpa", "explicit")  # from GPTConfig's Literal
+    with pytest.raises(ConfigError, match=r"model\.attention must be one of"):
+        ModelSpec(attention="flash")
+
+
+def test_book_presets_are_the_recipe_defaults():
+    """The dataclass defaults of each fine-tuning recipe equal its book preset, field for field."""
+    from scratchgpt.tasks.classify import ClassifyConfig
+    from scratchgpt.tasks.instruct import InstructConfig
+
+    for klass, name in ((ClassifyConfig, "book-ch6"), (InstructConfig, "book-ch7")):
+        preset = klass.preset_dict(name)
+        for section, fields in preset.items():
+            if section == "train":
+                continue  # the loop's defaults are TrainConfig's; the preset changes some
+            defaults = dataclasses.asdict(klass.SECTIONS[section]())
+            assert {k: defaults[k] for k in fields} == fields, (name, section)
+    with pytest.raises(ConfigError, match="is a classify preset"):
+        RunConfig.preset("book-ch6")
+
+
+@pytest.mark.parametrize(
+    ("command", "preset", "start", "check"),
+    [
+        ("pretrain", "char-small", [], "tokenizer: char"),
+        ("finetune-classifier", "book-ch6", ["--random-init", "tiny"], "trainable: last-blocks"),
+        ("finetune-instruct", "book-ch7", ["--gpt2", "gpt2-small"], "prompt_style: alpaca"),
+    ],
+)
+def test_every_recipe_takes_preset_config_file_and_flags(
+    tmp_path, capsys, command, preset, start, check
+):
+    import yaml
+
+    from scratchgpt.cli import main
+
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 0.002\n  batch_size: 3\n")
+    out = ["--out", str(tmp_path / "run"), "--print-config"]
+    assert main([command, *start, *out]) == 0
+    default = capsys.readouterr().out
+    assert main([command, "--preset", preset, *start, *out]) == 0
+    chosen = capsys.readouterr().out
+    assert (chosen == default) == (command != "pretrain")  # book-ch6/7 are the defaults there
+    assert main([command, "--preset", preset, "--config", str(tmp_path / "c.yaml"), *start,
+                 "--batch-size", "5", *out]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    cfg = yaml.safe_load(text)
+    assert check in text and (cfg["train"]["lr"], cfg["train"]["batch_size"]) == (0.002, 5)

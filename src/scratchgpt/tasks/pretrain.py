@@ -1,6 +1,8 @@
 """Pretraining (the book's chapter 5): next-token prediction on a text or on token shards.
 
-``pretrain(config, out_dir)`` is the whole job: tokenizer and data from ``config.data``, a GPT
+The recipe is :class:`PretrainConfig` (``RunConfig``: ``model`` / ``data`` / ``train``, presets
+``book-ch5`` and ``char-small``) + :class:`PretrainTask` + :func:`run`, the same shape as the
+fine-tuning recipes. ``pretrain(config, out_dir)`` (= ``run``) is the whole job: tokenizer and data from ``config.data``, a GPT
 from ``config.model``, then the shared training loop. ``calc_loss_batch`` and
 ``calc_loss_loader`` are the book's functions of section 5.1, for readers who follow along.
 """
@@ -19,12 +21,13 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
-from scratchgpt.training.config import DataConfig, RunConfig
+from scratchgpt.training.config import RUN_CONFIG_FILE, DataConfig, RunConfig
 from scratchgpt.training.distributed import is_main_process
 from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
 from scratchgpt.training.task import Task
 
-RUN_CONFIG_FILE = "config.yaml"
+# The pretraining recipe's config (RunConfig is its older name, still the class itself).
+PretrainConfig = RunConfig
 
 
 def calc_loss_batch(
@@ -227,17 +230,6 @@ def resolve_model_config(config: RunConfig, tokenizer: Any) -> GPTConfig:
     return cfg
 
 
-def _as_run_config(config: RunConfig | dict | PathLike | str) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return RunConfig.from_dict(config)
-    p = Path(config)
-    if p.is_file():
-        return RunConfig.load(p)
-    return RunConfig.preset(str(config))
-
-
 def pretrain(
     config: RunConfig | dict | PathLike | str = "book-ch5",
     out_dir: PathLike = "runs/pretrain",
@@ -248,7 +240,7 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain a GPT as ``config`` says (a RunConfig, a dict, a YAML/JSON file or a preset
     name) and write the run into ``out_dir``."""
-    cfg = _as_run_config(config)
+    cfg = RunConfig.coerce(config)
     tokenizer, train_ds, val_ds, info = build_pretraining_data(cfg.data)
     model_cfg = resolve_model_config(cfg, tokenizer)
     run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
@@ -281,3 +273,7 @@ def pretrain(
         metadata={"task": "pretrain"},
         argv=argv,
     )
+
+
+# The recipe's entry point, the same shape as classification's and instruction tuning's.
+run = pretrain

@@ -1,0 +1,61 @@
+"""Loading base and instruction-tuned models (LoRA adapters merged), and their prompt style."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from scratchgpt.data.instructions import DEFAULT_STYLE, PAD_TOKEN_ID, get_prompt_style
+from scratchgpt.fileio import PathLike
+from scratchgpt.tasks.instruct.config import InstructOptions
+from scratchgpt.weights import (
+    LoadedModel,
+    load_model,
+    require_language_model,
+    with_default_tokenizer,
+)
+
+GPT2_VOCAB_SIZE = 50257
+
+
+def load_base_model(checkpoint: str | None = None, gpt2: str | None = None) -> LoadedModel:
+    """``LoadedModel`` of a language model (any checkpoint, run folder, Hugging Face folder or
+    cached GPT-2 name; LoRA adapters merged), with a tokenizer."""
+    loaded = load_model(checkpoint if checkpoint is not None else str(gpt2))
+    return with_default_tokenizer(require_language_model(loaded))
+
+
+def checkpoint_style(metadata: Mapping[str, Any], override: str | None = None) -> str:
+    """The prompt style to use with a checkpoint: ``override``, else its metadata's, else alpaca."""
+    name = override or metadata.get("prompt_style") or DEFAULT_STYLE
+    return get_prompt_style(name).name
+
+
+def pad_id_for(tokenizer: Any) -> int:
+    """The padding id: the tokenizer's end-of-text token (GPT-2: 50256)."""
+    eot = getattr(tokenizer, "eot_id", None)
+    return int(eot) if eot is not None else PAD_TOKEN_ID
+
+
+def _apply_lora(model: nn.Module, cfg: InstructOptions) -> dict[str, Any] | None:
+    """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0 (the model's
+    config records them); the adapter settings that go into the checkpoint metadata."""
+    if cfg.lora_rank <= 0:
+        return None
+    from scratchgpt.model.lora import apply_lora
+
+    # A tied head is the embedding table: adapting it would store one tensor under two names.
+    targets = ["attention", "feed_forward"]
+    if not getattr(getattr(model, "cfg", None), "tie_weights", False):
+        targets.append("head")
+    apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
+    return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
+
+
+def load_instruct_model(path: PathLike) -> LoadedModel:
+    """``LoadedModel`` of any language model (checkpoint, run folder, Hugging Face folder or
+    cached GPT-2 name), with a tokenizer; LoRA adapters are merged into its weights. The same
+    as :func:`load_base_model` (kept for its name)."""
+    return load_base_model(str(path))

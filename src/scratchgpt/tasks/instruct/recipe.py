@@ -1,0 +1,208 @@
+"""The instruction-tuning recipe (the book's chapter 7) on the shared training loop.
+
+``run(config, out_dir)`` is the whole job: a base model (a scratchgpt checkpoint or GPT-2
+weights), instruction records split 85/10/5 in file order, :class:`InstructTask` (next-token loss
+that ignores padding, and optionally the prompt), the loop with the book's settings (the preset
+``book-ch7``), then greedy responses for the test split written to ``responses.json``. The
+prompt style goes into every checkpoint's metadata, so ``respond`` and ``chat`` format prompts
+the way the model was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchgpt.data.instructions import (
+    InstructionCollator,
+    InstructionDataset,
+    load_instruction_records,
+    split_records,
+)
+from scratchgpt.errors import ConfigError, DataError
+from scratchgpt.fileio import PathLike
+from scratchgpt.tasks.instruct.config import InstructConfig
+from scratchgpt.tasks.instruct.loading import (
+    _apply_lora,
+    load_base_model,
+    load_instruct_model,
+    pad_id_for,
+)
+from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
+from scratchgpt.tasks.instruct.task import InstructTask
+from scratchgpt.training.config import RUN_CONFIG_FILE
+from scratchgpt.training.distributed import is_main_process
+from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
+
+
+@dataclass
+class InstructResult:
+    """What ``finetune_instruct`` returns."""
+
+    train: TrainResult
+    run_dir: Path
+    responses_path: Path | None
+    split_sizes: dict[str, int]
+    initial_val_loss: float | None
+    val_loss: float | None
+
+
+def build_instruction_data(
+    cfg: InstructConfig, tokenizer: Any, context_length: int
+) -> tuple[Any, Any, list[dict[str, str]], list[dict[str, str]], InstructionCollator]:
+    """(train dataset, val dataset or None, test records, val records, collate) for ``cfg``."""
+    data, style = cfg.data, cfg.instruct.prompt_style
+    records = load_instruction_records(data.source, fields=data.fields)
+    train_recs, test_recs, val_recs = split_records(records, data.train_frac, data.test_frac)
+    train_ds = InstructionDataset(train_recs, tokenizer, style)
+    val_ds = InstructionDataset(val_recs, tokenizer, style) if val_recs else None
+    max_len = data.allowed_max_length or context_length
+    if max_len > context_length:
+        raise ConfigError(
+            f"allowed_max_length {max_len} exceeds the model's context length {context_length}"
+        )
+    collate = InstructionCollator(
+        pad_token_id=pad_id_for(tokenizer),
+        allowed_max_length=max_len,
+        mask_prompt=cfg.instruct.mask_prompt,
+    )
+    return train_ds, val_ds, test_recs, val_recs, collate
+
+
+def _as_config(config: InstructConfig | Mapping[str, Any] | PathLike) -> InstructConfig:
+    if not isinstance(config, Mapping) or set(config) <= set(InstructConfig.SECTIONS):
+        return InstructConfig.coerce(dict(config) if isinstance(config, Mapping) else config)
+    warnings.warn(
+        "finetune_instruct(flat dict) is deprecated; pass an InstructConfig or a dict of its "
+        f"sections {list(InstructConfig.SECTIONS)}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return InstructConfig.from_flat_dict(dict(config))
+
+
+def _say(text: str) -> None:
+    if is_main_process():  # under torchrun, rank 0 speaks for the job
+        print(text, flush=True)
+
+
+def _describe(cfg: InstructConfig, model: Any, sizes: dict[str, int], lora: Any) -> None:
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    opts = cfg.instruct
+    _say(
+        f"model: {n_params:,} parameters ({n_train:,} trained"
+        + (f", LoRA rank {opts.lora_rank}" if lora else "")
+        + f") from {cfg.model.checkpoint or cfg.model.gpt2}; data: {sizes['train']} train / "
+        f"{sizes['val']} val / {sizes['test']} test records, prompt style {opts.prompt_style}"
+        + (", prompt masked in the loss" if opts.mask_prompt else "")
+    )
+
+
+def _answer_test_split(
+    cfg: InstructConfig, model: Any, tokenizer: Any, test_recs: list, run_dir: Path
+) -> Path:
+    opts = cfg.instruct
+    responses = generate_responses(
+        model,
+        tokenizer,
+        test_recs,
+        opts.prompt_style,
+        max_new_tokens=opts.response_tokens,
+        batch_size=opts.response_batch_size,
+    )
+    path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
+    _say(f"wrote {len(responses)} test responses to {path}")
+    return path
+
+
+def finetune_instruct(
+    config: InstructConfig | Mapping[str, Any] | PathLike,
+    out_dir: PathLike = "runs/instruct",
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    argv: Sequence[str] | None = None,
+) -> InstructResult:
+    """Fine-tune a GPT on instruction records as ``config`` says (an InstructConfig, a dict of
+    its sections, a YAML/JSON file or a preset name) and write the run (config.yaml,
+    checkpoints, metrics, plots, ``responses.json`` for the test split) into ``out_dir``."""
+    cfg = _as_config(config)
+    m = cfg.model
+    loaded = load_instruct_model(m.checkpoint) if m.checkpoint else load_base_model(gpt2=m.gpt2)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    train_ds, val_ds, test_recs, val_recs, collate = build_instruction_data(
+        cfg, tokenizer, loaded.config.context_length
+    )
+    if val_ds is None:
+        print("warning: the validation split is empty: no validation loss", file=sys.stderr)
+    run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    cfg.save(run_dir / RUN_CONFIG_FILE)
+    lora = _apply_lora(model, cfg.instruct)
+    model.train()
+    sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
+    _describe(cfg, model, sizes, lora)
+    task = InstructTask(
+        tokenizer,
+        cfg.instruct.prompt_style,
+        sample_entry=val_recs[0] if val_recs else None,
+        sample_tokens=cfg.train.sample_tokens,
+    )
+    metadata = {
+        "task": "instruct",
+        "prompt_style": cfg.instruct.prompt_style,
+        "base_model": m.checkpoint or m.gpt2,
+        "mask_prompt": cfg.instruct.mask_prompt,
+        "lora": lora,
+    }
+    run_config = {**cfg.to_dict(), "resolved_model": loaded.config.to_dict()}
+    result = train(
+        model, task, train_ds, val_ds, cfg.train, run_dir, tokenizer=tokenizer,
+        run_config=run_config, resume=resume, collate_fn=collate, metadata=metadata, argv=argv,
+    )  # fmt: skip
+    responses_path = None
+    if cfg.instruct.responses and result.status != "interrupted" and test_recs:
+        responses_path = _answer_test_split(cfg, model, tokenizer, test_recs, run_dir)
+    return InstructResult(
+        train=result,
+        run_dir=run_dir,
+        responses_path=responses_path,
+        split_sizes=sizes,
+        initial_val_loss=_initial_val_loss(run_dir),
+        val_loss=result.val_loss,
+    )
+
+
+# The recipe's entry point, the same shape as pretraining's and classification's.
+run = finetune_instruct
+
+
+def _initial_val_loss(run_dir: Path) -> float | None:
+    """The step-0 validation loss from metrics.jsonl (with ``eval_at_start``)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("step") == 0 and "val_loss" in rec:
+            return float(rec["val_loss"])
+    return None
+
+
+def load_instruct_config(run_dir: PathLike) -> InstructConfig:
+    """The InstructConfig saved in a run folder (``config.yaml``, or the
+    ``instruct_config.json`` of older releases), for ``--resume``."""
+    if InstructConfig.saved_dict(run_dir) is None:
+        raise DataError(
+            f"{Path(run_dir) / RUN_CONFIG_FILE}: not found; {run_dir} is not an instruction "
+            "fine-tuning run"
+        )
+    return InstructConfig.from_run_dir(run_dir)
