@@ -220,6 +220,11 @@ _MODEL_HELP = {
 }
 
 
+# What fine-tuning adds to a model (a classifier head, LoRA adapters) is set by the classify and
+# instruct recipes' own sections, which build it in the book's order; pretraining has no such flag.
+_ADDED_BY_FINETUNING = ("num_classes", "lora")
+
+
 class _ModelSpecBase:
     """Behaviour of the generated ModelSpec dataclass."""
 
@@ -255,7 +260,11 @@ def _model_spec_class() -> type:
     specs: list[tuple[str, Any, Any]] = [
         ("preset", str, setting("gpt2-small", f"model preset ({presets})"))
     ]
-    specs += [_override_field(f.name, hints[f.name]) for f in dataclasses.fields(GPTConfig)]
+    specs += [
+        _override_field(f.name, hints[f.name])
+        for f in dataclasses.fields(GPTConfig)
+        if f.name not in _ADDED_BY_FINETUNING
+    ]
     cls = dataclasses.make_dataclass("ModelSpec", specs, bases=(_ModelSpecBase,))
     cls.__module__ = __name__
     cls.__doc__ = (
