@@ -11,6 +11,7 @@ that is the one position that has seen the whole text. Training runs on the shar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -610,12 +611,12 @@ def finetune_classifier(
     (:func:`default_train_config`, which evaluates once per epoch).
     """
     from scratchgpt.data.classification import ClassificationDataset
-    from scratchgpt.training.distributed import is_main_process
-    from scratchgpt.training.loop import prepare_run_dir, resolve_device, train
+    from scratchgpt.training.distributed import print0
+    from scratchgpt.training.loop import train
+    from scratchgpt.training.run_dir import prepare_run_dir
+    from scratchgpt.training.setup import resolve_device
 
-    say = log or (lambda s: print(s, flush=True))
-    if not is_main_process():  # under torchrun, rank 0 speaks for the job
-        say = lambda s: None  # noqa: E731
+    say = functools.partial(print0, writer=log, flush=True)
     splits = build_splits(cfg)
     if not len(splits.train):
         raise DataError(f"{cfg.data}: the training split is empty")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.data.instructions import (
@@ -36,9 +35,10 @@ from scratchgpt.data.instructions import (
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 from scratchgpt.training.config import BOOK_CH7_TRAIN, TrainConfig, config_from_dict
-from scratchgpt.training.distributed import is_main_process
-from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
-from scratchgpt.training.task import Task
+from scratchgpt.training.distributed import print0
+from scratchgpt.training.loop import TrainResult, train
+from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.task import PERPLEXITY_KEY, Task, next_token_loss, perplexity
 
 INSTRUCT_CONFIG_FILE = "instruct_config.json"
 RESPONSES_FILE = "responses.json"
@@ -108,10 +108,7 @@ def calc_loss_batch(
     input_batch: torch.Tensor, target_batch: torch.Tensor, model: nn.Module
 ) -> torch.Tensor:
     """Mean cross-entropy over the targets that are not ``-100`` (padding, masked prompt)."""
-    logits = model(input_batch)  # (B, T, V)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), target_batch.flatten(), ignore_index=IGNORE_INDEX
-    )
+    return next_token_loss(model, input_batch, target_batch, IGNORE_INDEX)
 
 
 class InstructTask(Task):
@@ -151,7 +148,7 @@ class InstructTask(Task):
         if count == 0:
             return {}
         mean = total / count
-        return {"loss": mean, "ppl": float(torch.tensor(min(mean, 700.0)).exp())}
+        return {"loss": mean, PERPLEXITY_KEY: perplexity(mean)}
 
     def sample(self, model: nn.Module) -> str | None:
         if self.tokenizer is None or self.sample_entry is None or self.sample_tokens <= 0:
@@ -386,15 +383,14 @@ def finetune_instruct(
     sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if is_main_process():  # under torchrun, rank 0 speaks for the job
-        print(
-            f"model: {n_params:,} parameters ({n_train:,} trained"
-            + (f", LoRA rank {cfg.lora_rank}" if lora else "")
-            + f") from {cfg.checkpoint or cfg.gpt2}; data: {sizes['train']} train / {sizes['val']} val / "
-            f"{sizes['test']} test records, prompt style {cfg.style}"
-            + (", prompt masked in the loss" if cfg.mask_prompt else ""),
-            flush=True,
-        )
+    print0(
+        f"model: {n_params:,} parameters ({n_train:,} trained"
+        + (f", LoRA rank {cfg.lora_rank}" if lora else "")
+        + f") from {cfg.checkpoint or cfg.gpt2}; data: {sizes['train']} train / {sizes['val']} val / "
+        f"{sizes['test']} test records, prompt style {cfg.style}"
+        + (", prompt masked in the loss" if cfg.mask_prompt else ""),
+        flush=True,
+    )
     task = InstructTask(
         tokenizer,
         cfg.style,
@@ -434,8 +430,7 @@ def finetune_instruct(
             batch_size=cfg.response_batch_size,
         )
         responses_path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
-        if is_main_process():
-            print(f"wrote {len(responses)} test responses to {responses_path}", flush=True)
+        print0(f"wrote {len(responses)} test responses to {responses_path}", flush=True)
     return InstructResult(
         train=result,
         run_dir=run_dir,
