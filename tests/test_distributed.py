@@ -21,7 +21,7 @@ from scratchgpt.cli import main as cli_main
 from scratchgpt.errors import ConfigError
 from scratchgpt.training import distributed as dd
 from scratchgpt.training.config import TrainConfig
-from scratchgpt.training.loop import EpochBatchSampler
+from scratchgpt.training.sampler import EpochBatchSampler
 
 torch.set_num_threads(1)
 

@@ -312,7 +312,7 @@ def test_cli_finetune_respond_and_loss(tmp_path, tiny_ckpt, data_slice, capsys):
 
     assert main(["evaluate", "loss", "--checkpoint", str(run), "--data", str(data_slice)]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["tokens"] > 0 and line["perplexity"] == pytest.approx(
+    assert line["tokens"] > 0 and line["ppl"] == pytest.approx(
         torch.tensor(line["loss"]).exp().item(), rel=1e-5
     )
 

@@ -16,13 +16,10 @@ from scratchgpt.tasks.pretrain import PretrainTask, pretrain
 from scratchgpt.training import state as st
 from scratchgpt.training.config import RunConfig, TrainConfig
 from scratchgpt.training.logging import read_metrics
-from scratchgpt.training.loop import (
-    EpochBatchSampler,
-    TrainingDivergedError,
-    build_optimizer,
-    prepare_run_dir,
-    train,
-)
+from scratchgpt.training.loop import TrainingDivergedError, train
+from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.sampler import EpochBatchSampler
+from scratchgpt.training.setup import build_optimizer
 
 # ~700 characters: 43 windows of 16 -> 10 micro-batches of 4 per epoch, so a dozen steps cross
 # epoch boundaries (a new shuffled order) several times.

@@ -184,7 +184,7 @@ def run_loss(args: argparse.Namespace) -> int:
         what = f"{len(records)} records ({args.split} split, prompt style {style})"
     out = {"checkpoint": str(args.checkpoint), "data": what, **result}
     print(
-        f"{what}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}, "
+        f"{what}: loss {result['loss']:.4f}, perplexity {result['ppl']:.2f}, "
         f"{int(result['tokens']):,} tokens"
     )
     if args.out:

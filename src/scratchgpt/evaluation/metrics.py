@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.data.instructions import IGNORE_INDEX
 from scratchgpt.errors import DataError
+from scratchgpt.training.task import PERPLEXITY_KEY, next_token_loss, perplexity
+
+
+class LossReport(dict):
+    """``evaluate_loss``'s result: a dict whose old key ``"perplexity"`` still reads (with a
+    DeprecationWarning) as the one perplexity key, ``"ppl"``, for one release."""
+
+    def __missing__(self, key: str) -> Any:
+        if key == "perplexity":
+            warnings.warn(
+                f"evaluate_loss(...)['perplexity'] is now ['{PERPLEXITY_KEY}'] (the key the "
+                "training logs use); the old key will be removed in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self[PERPLEXITY_KEY]
+        raise KeyError(key)
 
 
 @torch.no_grad()
@@ -24,7 +40,8 @@ def evaluate_loss(
     max_batches: int | None = None,
 ) -> dict[str, float]:
     """Token-weighted mean next-token cross-entropy (targets of -100 ignored) and perplexity
-    over ``dataset`` (items collate to ``(inputs, targets)``), in eval mode."""
+    (key ``"ppl"``, as in the training logs) over ``dataset`` (items collate to
+    ``(inputs, targets)``), in eval mode."""
     from torch.utils.data import default_collate
 
     collate = collate_fn or default_collate
@@ -43,13 +60,7 @@ def evaluate_loss(
                 [dataset[i] for i in range(start, min(n, start + batch_size))]
             )
             inputs, targets = inputs.to(device), targets.to(device)
-            logits = model(inputs)  # (B, T, V)
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                targets.flatten(),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
+            loss = next_token_loss(model, inputs, targets, IGNORE_INDEX, reduction="sum")
             total += float(loss)
             tokens += int((targets != IGNORE_INDEX).sum())
             batches += 1
@@ -58,9 +69,9 @@ def evaluate_loss(
     if tokens == 0:
         raise DataError("the evaluation data has no target tokens")
     mean = total / tokens
-    return {
-        "loss": mean,
-        "perplexity": math.exp(min(mean, 700.0)),
-        "tokens": float(tokens),
-        "batches": float(batches),
-    }
+    return LossReport(
+        loss=mean,
+        **{PERPLEXITY_KEY: perplexity(mean)},
+        tokens=float(tokens),
+        batches=float(batches),
+    )

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
 from scratchgpt.training.config import RUN_CONFIG_FILE, DataConfig, RunConfig
-from scratchgpt.training.distributed import is_main_process
-from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
-from scratchgpt.training.task import Task
+from scratchgpt.training.distributed import print0
+from scratchgpt.training.loop import TrainResult, train
+from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.task import Task, next_token_loss
 
 # The pretraining recipe's config (RunConfig is its older name, still the class itself).
 PretrainConfig = RunConfig
@@ -36,9 +36,7 @@ def calc_loss_batch(
     """Mean next-token cross-entropy of one batch (book section 5.1.2)."""
     if device is not None:
         input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-    logits = model(input_batch)  # (B, T, V)
-    # Under bf16 autocast the logits are bf16; the softmax over 50k entries wants fp32.
-    return F.cross_entropy(logits.flatten(0, 1).float(), target_batch.flatten())
+    return next_token_loss(model, input_batch, target_batch)
 
 
 def calc_loss_loader(
@@ -250,14 +248,13 @@ def pretrain(
 
     model = GPTModel(model_cfg)
     n_params = model.num_parameters()
-    if is_main_process():  # under torchrun, rank 0 speaks for the job
-        print(
-            f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
-            f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
-            f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
-            f"{len(train_ds)} training windows",
-            flush=True,
-        )
+    print0(
+        f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
+        f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
+        f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
+        f"{len(train_ds)} training windows",
+        flush=True,
+    )
     task = PretrainTask(tokenizer, cfg.train.sample_prompt, cfg.train.sample_tokens)
     run_config = {**cfg.to_dict(), "resolved_model": model_cfg.to_dict(), "data_info": info}
     return train(

@@ -20,8 +20,11 @@ _EXPORTS = {
     "train": "loop",
     "TrainResult": "loop",
     "TrainingDivergedError": "loop",
-    "prepare_run_dir": "loop",
-    "build_optimizer": "loop",
+    "TrainState": "state",
+    "next_token_loss": "task",
+    "perplexity": "task",
+    "prepare_run_dir": "run_dir",
+    "build_optimizer": "setup",
     "resolve_checkpoint": "state",
     "plot_run": "plots",
 }
@@ -34,9 +37,12 @@ __all__ = [
     "Task",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "TrainingDivergedError",
     "build_optimizer",
     "list_presets",
+    "next_token_loss",
+    "perplexity",
     "plot_run",
     "prepare_run_dir",
     "resolve_checkpoint",
@@ -51,17 +57,13 @@ if TYPE_CHECKING:
         TrainConfig,
         list_presets,
     )
-    from scratchgpt.training.loop import (
-        TrainingDivergedError,
-        TrainResult,
-        build_optimizer,
-        prepare_run_dir,
-        train,
-    )
+    from scratchgpt.training.loop import TrainingDivergedError, TrainResult, train
     from scratchgpt.training.plots import plot_run
+    from scratchgpt.training.run_dir import prepare_run_dir
     from scratchgpt.training.schedules import LRSchedule
-    from scratchgpt.training.state import resolve_checkpoint
-    from scratchgpt.training.task import Task
+    from scratchgpt.training.setup import build_optimizer
+    from scratchgpt.training.state import TrainState, resolve_checkpoint
+    from scratchgpt.training.task import Task, next_token_loss, perplexity
 
 
 def __getattr__(name: str) -> Any:

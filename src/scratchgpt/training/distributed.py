@@ -1,7 +1,8 @@
 """Multi-process training on PyTorch's own engine (torch.distributed): DDP and FSDP2.
 
-The training loop calls these helpers only when the job runs under ``torchrun`` (``WORLD_SIZE``
-> 1); a single process never touches them, so its behaviour is unchanged. The scheme:
+The training loop sees the job through one object (``training.job.for_job``): a torchrun job
+(``WORLD_SIZE`` > 1) calls these helpers, a single process gets a no-op twin and never touches
+torch.distributed. ``print0`` is the one way to print on rank 0. The scheme:
 
 - **Process group** from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
   ``MASTER_ADDR``/``MASTER_PORT``): gloo on CPU, ``cpu:gloo,cuda:nccl`` where CUDA exists, so a
@@ -132,6 +133,18 @@ def _destroy() -> None:
 def is_main_process() -> bool:
     """Rank 0, or a single process: the one that prints and writes files."""
     return context_from_env().is_main
+
+
+def print0(*args: Any, writer: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+    """``print`` on rank 0 only (a single process is rank 0): under torchrun, rank 0 speaks for
+    the job. ``writer`` (a progress bar's ``write``, a caller's log function) replaces ``print``
+    and gets the arguments joined by spaces."""
+    if not is_main_process():
+        return
+    if writer is None:
+        print(*args, **kwargs)
+    else:
+        writer(" ".join(str(a) for a in args))
 
 
 def rank_device(device: torch.device, ctx: DistContext) -> torch.device:

@@ -221,3 +221,18 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(("checkpoint", str(summary["checkpoint"])))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def eval_line(step: int, epoch: int, metrics: dict[str, float]) -> str:
+    """The book's evaluation line: ``Ep 1 (Step 000005): Train loss 9.812, Val loss 9.933``."""
+    parts = [f"Ep {epoch} (Step {step:06d}):"]
+    if "eval_train_loss" in metrics:
+        parts.append(f"Train loss {metrics['eval_train_loss']:.3f},")
+    if "val_loss" in metrics:
+        parts.append(f"Val loss {metrics['val_loss']:.3f}")
+    # Tasks with an accuracy metric (classification) show it too, as the book prints it.
+    for key, label in (("eval_train_accuracy", "Train acc"), ("val_accuracy", "Val acc")):
+        if key in metrics:
+            parts[-1] = parts[-1].rstrip(",") + ","
+            parts.append(f"{label} {metrics[key] * 100:.2f}%")
+    return " ".join(parts).rstrip(",")

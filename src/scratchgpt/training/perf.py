@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -64,3 +65,29 @@ def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
         torch.set_rng_state(state)
     kind = "bf16" if dtype == torch.bfloat16 else "fp32"
     return value, f"measured {kind} matmul"
+
+
+def mfu_report(
+    tokens_per_s: float,
+    cfg: Any,
+    seq_len: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    given_peak: float | None = None,
+) -> dict[str, Any]:
+    """Achieved TFLOP/s and model FLOP utilisation against the device's (or the given) peak."""
+    from scratchgpt.model.stats import model_stats
+
+    flops_per_token = model_stats(cfg.replace(context_length=seq_len)).train_flops_per_token
+    if given_peak is not None:
+        peak, source = given_peak, "given"
+    else:
+        peak, source = peak_tflops(device, amp_dtype or torch.float32)
+    achieved = tokens_per_s * flops_per_token / 1e12
+    return {
+        "train_flops_per_token": flops_per_token,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "peak_source": source,
+        "mfu": achieved / peak if peak > 0 else None,
+    }

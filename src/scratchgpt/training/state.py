@@ -28,6 +28,7 @@ import random
 import re
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,68 @@ def list_checkpoints(ckpt_root: PathLike) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
     return sorted(found, key=lambda p: checkpoint_step(p) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a run stands
+
+
+@dataclass
+class TrainState:
+    """What the loop carries from step to step and saves in ``training_state.pt`` (with the
+    optimizer, schedule and RNG states): enough to continue exactly where a run stopped."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # 0-based epoch of the next micro-batch
+    batch_in_epoch: int = 0  # index of the next micro-batch in the epoch's order (all ranks)
+    tokens_seen: int = 0
+    val_loss: float | None = None  # of the latest evaluation
+    best_val_loss: float | None = None
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None  # the newest complete checkpoint (not saved in it)
+    elapsed_s: float = 0.0  # wall time of the earlier sessions of the run
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields saved in ``training_state.pt`` (checkpoints by folder name)."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "tokens_seen": self.tokens_seen,
+            "val_loss": self.val_loss,
+            "best_val_loss": self.best_val_loss,
+            "best_checkpoint": self.best_checkpoint.name if self.best_checkpoint else None,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], checkpoint: PathLike) -> TrainState:
+        """The state saved in ``checkpoint`` (a folder under ``checkpoints/``)."""
+        path = Path(checkpoint)
+        best = d.get("best_checkpoint")
+        return cls(
+            step=int(d["step"]),
+            epoch=int(d["epoch"]),
+            batch_in_epoch=int(d["batch_in_epoch"]),
+            tokens_seen=int(d["tokens_seen"]),
+            val_loss=d.get("val_loss"),
+            best_val_loss=d.get("best_val_loss"),
+            best_checkpoint=path.parent / best if best else None,
+            last_checkpoint=path,
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
+        )
+
+    def is_new_best(self) -> bool:
+        """Whether the latest validation loss beats every earlier checkpoint's."""
+        return self.val_loss is not None and (
+            self.best_val_loss is None or self.val_loss < self.best_val_loss
+        )
+
+    def saved_now(self) -> bool:
+        """Whether the newest checkpoint is of the current step."""
+        return (
+            self.last_checkpoint is not None and checkpoint_step(self.last_checkpoint) == self.step
+        )
 
 
 # ---------------------------------------------------------------------------------------------

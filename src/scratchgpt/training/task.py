@@ -1,6 +1,10 @@
 """The small interface between the training loop and a task (pretraining, classification,
 instruction tuning): how to compute the loss of a batch, evaluate, count tokens and show a sample.
 Everything else (optimizer, schedule, accumulation, precision, checkpoints, logs) is the loop's.
+
+Also the one next-token loss (``next_token_loss``) and the one perplexity (``perplexity``, logged
+under the key ``PERPLEXITY_KEY`` = ``"ppl"``: ``val_ppl``, ``eval_train_ppl``) that pretraining,
+instruction tuning and held-out evaluation share.
 """
 
 from __future__ import annotations
@@ -11,7 +15,43 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from scratchgpt.data.instructions import IGNORE_INDEX
+
+PERPLEXITY_KEY = "ppl"
+_MAX_LOG_PPL = 700.0  # exp(709) is the largest float64: beyond it perplexity is just "huge"
+
+
+def next_token_loss(
+    logits_or_model: torch.Tensor | nn.Module,
+    inputs: torch.Tensor | None,
+    targets: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Next-token cross-entropy of ``targets`` (B, T) under the logits (B, T, V), given directly
+    or computed as ``model(inputs)``; targets equal to ``ignore_index`` do not count.
+    ``reduction``: "mean" over counted targets (the training loss) or "sum"."""
+    if isinstance(logits_or_model, torch.Tensor):
+        logits = logits_or_model
+    else:
+        logits = logits_or_model(inputs)  # (B, T, V)
+    # Under bf16 autocast the logits are bf16; the softmax over 50k entries wants fp32.
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+
+
+def perplexity(loss: float) -> float:
+    """exp of a mean next-token loss (capped so a diverged loss gives a huge number, not an
+    overflow)."""
+    return math.exp(min(float(loss), _MAX_LOG_PPL))
 
 
 class Task(ABC):
@@ -45,7 +85,7 @@ class Task(ABC):
         if not losses:
             return {}
         mean = sum(losses) / len(losses)
-        return {"loss": mean, "ppl": math.exp(min(mean, 700.0))}
+        return {"loss": mean, PERPLEXITY_KEY: perplexity(mean)}
 
     def sample(self, model: nn.Module) -> str | None:
         """A short text showing what the model does now (None: no samples)."""

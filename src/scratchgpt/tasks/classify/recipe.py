@@ -10,6 +10,7 @@ rebuild the classifier from the folder alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -38,6 +39,10 @@ from scratchgpt.tasks.classify.metrics import (
 )
 from scratchgpt.tasks.classify.task import ClassifyTask, set_dropout
 from scratchgpt.training.config import RUN_CONFIG_FILE, TrainConfig, preset_mapping
+from scratchgpt.training.distributed import print0
+from scratchgpt.training.loop import train
+from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.setup import resolve_device
 
 REPORT_FILE = "classification_report.json"
 ADAPTERS_FILE = "adapters.safetensors"
@@ -162,8 +167,6 @@ def _report(
     cfg: ClassifyConfig, data: _Data, model: nn.Module, result: Any, train_s: float
 ) -> dict[str, Any]:
     """Metrics of every split (and how the run ended), for classification_report.json."""
-    from scratchgpt.training.loop import resolve_device
-
     device = resolve_device(cfg.train.device)
     sizes = data.splits.sizes()
     report: dict[str, Any] = {"labels": data.labels, "sizes": sizes, "train_seconds": train_s}
@@ -220,12 +223,7 @@ def run(
     """Fine-tune a classifier as ``config`` says (a ClassifyConfig, a dict of its sections or a
     YAML/JSON file) on the shared training loop, evaluate it on every split and write the run
     (config.yaml, checkpoints, report, plots) into ``out_dir``."""
-    from scratchgpt.training.distributed import is_main_process
-    from scratchgpt.training.loop import prepare_run_dir, train
-
-    say = log or (lambda s: print(s, flush=True))
-    if not is_main_process():  # under torchrun, rank 0 speaks for the job
-        say = lambda s: None  # noqa: E731
+    say = functools.partial(print0, writer=log, flush=True)
     config = ClassifyConfig.coerce(config)
     model, tokenizer, base = load_base_model(config.model)
     data = _build_datasets(config, tokenizer, model.cfg.context_length, say)

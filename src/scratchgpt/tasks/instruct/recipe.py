@@ -36,8 +36,9 @@ from scratchgpt.tasks.instruct.loading import (
 from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
 from scratchgpt.tasks.instruct.task import InstructTask
 from scratchgpt.training.config import RUN_CONFIG_FILE
-from scratchgpt.training.distributed import is_main_process
-from scratchgpt.training.loop import TrainResult, prepare_run_dir, train
+from scratchgpt.training.distributed import print0
+from scratchgpt.training.loop import TrainResult, train
+from scratchgpt.training.run_dir import prepare_run_dir
 
 
 @dataclass
@@ -87,8 +88,7 @@ def _as_config(config: InstructConfig | Mapping[str, Any] | PathLike) -> Instruc
 
 
 def _say(text: str) -> None:
-    if is_main_process():  # under torchrun, rank 0 speaks for the job
-        print(text, flush=True)
+    print0(text, flush=True)
 
 
 def _describe(cfg: InstructConfig, model: Any, sizes: dict[str, int], lora: Any) -> None:

@@ -7,22 +7,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.data.instructions import DEFAULT_STYLE, IGNORE_INDEX, get_prompt_style
 from scratchgpt.data.prompts import render_prompt
-from scratchgpt.training.task import Task
+from scratchgpt.training.task import PERPLEXITY_KEY, Task, next_token_loss, perplexity
 
 
 def calc_loss_batch(
     input_batch: torch.Tensor, target_batch: torch.Tensor, model: nn.Module
 ) -> torch.Tensor:
     """Mean cross-entropy over the targets that are not ``-100`` (padding, masked prompt)."""
-    logits = model(input_batch)  # (B, T, V)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), target_batch.flatten(), ignore_index=IGNORE_INDEX
-    )
+    return next_token_loss(model, input_batch, target_batch, IGNORE_INDEX)
 
 
 class InstructTask(Task):
@@ -62,7 +58,7 @@ class InstructTask(Task):
         if count == 0:
             return {}
         mean = total / count
-        return {"loss": mean, "ppl": float(torch.tensor(min(mean, 700.0)).exp())}
+        return {"loss": mean, PERPLEXITY_KEY: perplexity(mean)}
 
     def sample(self, model: nn.Module) -> str | None:
         if self.tokenizer is None or self.sample_entry is None or self.sample_tokens <= 0:
