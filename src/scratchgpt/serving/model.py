@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from scratchgpt.data.prompts import render_chat, turn_stops
 from scratchgpt.generation import SamplingConfig, stream_generate
+from scratchgpt.tasks.classify import classify
 
 __all__ = [
     "Choice",
@@ -116,8 +117,6 @@ def chat_prompt(served: ServedModel, messages: Sequence[tuple[str, str]]) -> tup
 
 def classify_texts(served: ServedModel, texts: Sequence[str]) -> list[Any]:
     """The predictions of a served classifier for ``texts`` (runs on the engine's worker)."""
-    from scratchgpt.tasks.classify import classify
-
     return classify(served.classifier, list(texts))
 
 
