@@ -25,7 +25,7 @@ from scratchgpt.training.state import TrainState
 from scratchgpt.training.task import Task
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Engine:
     """What the loop does with the model: the micro-batches of a step, evaluation, samples and
     checkpoints, each a method over the parts built once at the start of ``train``."""
@@ -164,3 +164,20 @@ class Session:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+    def summary(self, status: str, state: TrainState) -> dict[str, Any]:
+        """The run's closing numbers (printed, and returned in TrainResult.summary)."""
+        speed = self.tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+        return {
+            "status": status,
+            "steps": state.step,
+            "session_steps": self.steps,
+            "tokens_seen": state.tokens_seen,
+            "session_tokens": self.tokens,
+            "session_seconds": self.seconds(),
+            "train_seconds": self.train_seconds,
+            "tokens_per_s": speed,
+            "val_loss": state.val_loss,
+            "checkpoint": str(state.last_checkpoint) if state.last_checkpoint else None,
+            "mfu": None,
+        }

@@ -236,3 +236,13 @@ def eval_line(step: int, epoch: int, metrics: dict[str, float]) -> str:
             parts[-1] = parts[-1].rstrip(",") + ","
             parts.append(f"{label} {metrics[key] * 100:.2f}%")
     return " ".join(parts).rstrip(",")
+
+
+class NoLog:
+    """The metrics logger of ranks other than 0: logs nothing."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -44,6 +44,7 @@ from scratchgpt.training.job import SingleProcess, for_job
 from scratchgpt.training.logging import (
     METRICS_FILE,
     MetricsLogger,
+    NoLog,
     Progress,
     eval_line,
     format_summary,
@@ -150,9 +151,7 @@ def train(
     if job.is_main:
         extra = _run_extras(job, config, state.step if resume else None)
         write_run_json(run_dir, run_config, argv=None if argv is None else list(argv), extra=extra)
-    logger: Any = (
-        MetricsLogger(run_dir, tensorboard=config.tensorboard) if job.is_main else _NoLog()
-    )
+    logger: Any = MetricsLogger(run_dir, tensorboard=config.tensorboard) if job.is_main else NoLog()
     progress = Progress(
         n_steps, state.step, enabled=config.progress and sys.stderr.isatty() and job.is_main
     )
@@ -160,9 +159,21 @@ def train(
     job.barrier()  # the old run's files are gone before any rank goes on
 
     run = Engine(
-        model, forward_model, task, config, job, device, amp_dtype, optimizer, schedule,
-        ckpt_root, tokenizer, run_config, metadata, collate,
-    )  # fmt: skip
+        model=model,
+        forward_model=forward_model,
+        task=task,
+        config=config,
+        job=job,
+        device=device,
+        amp_dtype=amp_dtype,
+        optimizer=optimizer,
+        schedule=schedule,
+        ckpt_root=ckpt_root,
+        tokenizer=tokenizer,
+        run_config=run_config,
+        metadata=metadata,
+        collate=collate,
+    )
     session = Session()
     seq_len = task.sequence_length(first)
     status = "completed"
@@ -214,15 +225,7 @@ def train(
                 tok_s = step_tokens / dt if dt > 0 else 0.0
                 progress.update(train_loss, tok_s, lr)
 
-                record: dict[str, Any] = {
-                    "step": state.step,
-                    "epoch": ep_of_step,
-                    "tokens_seen": state.tokens_seen,
-                    "lr": lr,
-                    "train_loss": train_loss,
-                    "grad_norm": grad_norm,
-                    "tokens_per_s": round(tok_s, 1),
-                }
+                record = _step_record(state, ep_of_step, lr, train_loss, grad_norm, tok_s)
                 finished = state.step >= n_steps or (
                     config.max_tokens is not None and state.tokens_seen >= config.max_tokens
                 )
@@ -259,7 +262,7 @@ def train(
     if not state.saved_now():
         run.save(state, session.seconds())
 
-    summary = _summary(status, state, session)
+    summary = session.summary(status, state)
     cfg = getattr(model, "cfg", None)
     if cfg is not None and session.steps > 0 and job.is_main:
         summary.update(
@@ -316,6 +319,21 @@ def _epoch_loader(
     )
 
 
+def _step_record(
+    state: TrainState, epoch: int, lr: float, loss: float, grad_norm: float, tok_s: float
+) -> dict[str, Any]:
+    """The metrics.jsonl record of a step (evaluations and samples add to it)."""
+    return {
+        "step": state.step,
+        "epoch": epoch,
+        "tokens_seen": state.tokens_seen,
+        "lr": lr,
+        "train_loss": loss,
+        "grad_norm": grad_norm,
+        "tokens_per_s": round(tok_s, 1),
+    }
+
+
 def _stopping(stop: StopFlag, job: SingleProcess) -> bool:
     """Under torchrun: a stop every rank has agreed on (after a step's collective); in one
     process: as soon as the signal came."""
@@ -368,24 +386,6 @@ def _run_extras(
     return extra or None
 
 
-def _summary(status: str, state: TrainState, session: Session) -> dict[str, Any]:
-    return {
-        "status": status,
-        "steps": state.step,
-        "session_steps": session.steps,
-        "tokens_seen": state.tokens_seen,
-        "session_tokens": session.tokens,
-        "session_seconds": session.seconds(),
-        "train_seconds": session.train_seconds,
-        "tokens_per_s": session.tokens / session.train_seconds
-        if session.train_seconds > 0
-        else 0.0,
-        "val_loss": state.val_loss,
-        "checkpoint": str(state.last_checkpoint) if state.last_checkpoint else None,
-        "mfu": None,
-    }
-
-
 def _plot(run_dir: Path) -> None:
     try:
         from scratchgpt.training.plots import plot_run
@@ -393,16 +393,6 @@ def _plot(run_dir: Path) -> None:
         plot_run(run_dir)
     except Exception as e:  # a plot must never cost a finished run its exit status
         warnings.warn(f"could not write the plots: {e}", stacklevel=3)
-
-
-class _NoLog:
-    """The metrics logger of ranks other than 0."""
-
-    def log(self, record: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _diverged(what: str, value: float, step: int, epoch: int, last_ckpt: Path | None) -> str:
