@@ -23,9 +23,9 @@ import warnings
 import torch
 
 RUNS = {
-    # trainable, extra ClassifyConfig fields, lr
-    "full": ("all", {"drop_rate": 0.1}, 5e-4),
-    "lora": ("lora", {"drop_rate": 0.1, "lora_rank": 16, "lora_alpha": 16.0}, 1e-3),
+    # the classify section, the learning rate
+    "full": ({"trainable": "all"}, 5e-4),
+    "lora": ({"trainable": "lora", "lora_rank": 16, "lora_alpha": 16.0}, 1e-3),
 }
 
 
@@ -41,32 +41,30 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    from scratchgpt.tasks.classify import ClassifyConfig, finetune_classifier
+    from scratchgpt.tasks.classify import ClassifyConfig, run
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}")
     rows = []
-    for name, (trainable, extra, lr) in RUNS.items():
+    for name, (classify, lr) in RUNS.items():
         if args.only and name != args.only:
             continue
-        cfg = ClassifyConfig(random_init=args.preset, trainable=trainable, **extra)
+        cfg = ClassifyConfig(
+            model={"random_init": args.preset, "drop_rate": 0.1},
+            classify=classify,
+            train={
+                "lr": lr,
+                "max_epochs": args.epochs,
+                "device": args.device,
+                "seed": args.seed,
+                "progress": False,
+                "plot": False,
+            },
+        )
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            result = finetune_classifier(
-                cfg,
-                {
-                    "lr": lr,
-                    "max_epochs": args.epochs,
-                    "device": args.device,
-                    "seed": args.seed,
-                    "progress": False,
-                    "plot": False,
-                },
-                out,
-                overwrite=True,
-                log=lambda s: None,
-            )
+            result = run(cfg, out, overwrite=True, log=lambda s: None)
             wall = time.perf_counter() - t0
         if result.train_result.status != "completed":
             print(f"{name}: {result.train_result.status}; no result", file=sys.stderr)
@@ -75,7 +73,7 @@ def main() -> int:
         rows.append(
             (
                 name,
-                trainable,
+                classify["trainable"],
                 lr,
                 rep["train"]["accuracy"],
                 rep["val"]["accuracy"],

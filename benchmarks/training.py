@@ -34,8 +34,10 @@ from scratchgpt.model import GPTModel, model_stats
 from scratchgpt.tasks.pretrain import PretrainTask, make_tokenizer, resolve_model_config
 from scratchgpt.training.config import RunConfig, TrainConfig
 from scratchgpt.training.logging import cpu_name, read_metrics
-from scratchgpt.training.loop import prepare_run_dir, resolve_precision, train
+from scratchgpt.training.loop import train
 from scratchgpt.training.perf import measure_matmul_tflops
+from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.setup import resolve_precision
 
 
 def random_data(vocab: int, seq_len: int, windows: int, seed: int = 0) -> SlidingWindowDataset:
