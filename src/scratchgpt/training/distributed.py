@@ -21,12 +21,14 @@ The training loop calls these helpers only when the job runs under ``torchrun`` 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import datetime
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch import nn
@@ -127,6 +129,26 @@ def _destroy() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with ``code`` (the entry point torchrun runs calls this).
+
+    A process that never joined a process group exits normally. A torchrun rank runs the exit
+    handlers (``_destroy`` among them) and then ends at once with ``os._exit``, skipping the
+    interpreter's and the C++ runtime's teardown: ``destroy_process_group`` does not stop gloo's
+    threads once DDP, FSDP or ``torch._dynamo`` has been set up (C++ state keeps the backend
+    alive), and a rank that tears the runtime down under those threads can abort with
+    "terminate called without an active exception" after finishing its work."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to save
+            stream.flush()
+    os._exit(code)
 
 
 def is_main_process() -> bool:
