@@ -134,15 +134,19 @@ def _destroy() -> None:
 def exit_process(code: int) -> NoReturn:
     """End this process with ``code`` (the entry point torchrun runs calls this).
 
-    A process that never joined a process group exits normally. A torchrun rank runs the exit
-    handlers (``_destroy`` among them) and then ends at once with ``os._exit``, skipping the
-    interpreter's and the C++ runtime's teardown: ``destroy_process_group`` does not stop gloo's
-    threads once DDP, FSDP or ``torch._dynamo`` has been set up (C++ state keeps the backend
-    alive), and a rank that tears the runtime down under those threads can abort with
-    "terminate called without an active exception" after finishing its work."""
+    A failure, or a process that never joined a process group, exits normally. A torchrun rank
+    that succeeded runs the exit handlers (``_destroy`` among them) and then ends at once with
+    ``os._exit``, skipping the interpreter's and the C++ runtime's teardown. ``destroy_process_group`` cannot free the gloo
+    backend, so its worker and socket threads keep running: ``torch.distributed.nn.functional``
+    (imported by DDP and FSDP through ``torch._dynamo``) holds the group in default arguments,
+    and FSDP's DTensor specs hold it through their device mesh. Tearing the runtime down under
+    those threads made a rank that had finished its work abort under load ("terminate called
+    without an active exception"), so a successful job exited non-zero."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    # A failing rank keeps the ordinary exit: its code is non-zero anyway, and exiting at once
+    # could let torchrun see it fail before the peer whose death caused it.
+    if code != 0 or not (dist.is_available() and dist.is_initialized()):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
