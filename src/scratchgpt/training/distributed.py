@@ -136,12 +136,13 @@ def exit_process(code: int) -> NoReturn:
 
     A failure, or a process that never joined a process group, exits normally. A torchrun rank
     that succeeded runs the exit handlers (``_destroy`` among them) and then ends at once with
-    ``os._exit``, skipping the interpreter's and the C++ runtime's teardown. ``destroy_process_group`` cannot free the gloo
-    backend, so its worker and socket threads keep running: ``torch.distributed.nn.functional``
-    (imported by DDP and FSDP through ``torch._dynamo``) holds the group in default arguments,
-    and FSDP's DTensor specs hold it through their device mesh. Tearing the runtime down under
-    those threads made a rank that had finished its work abort under load ("terminate called
-    without an active exception"), so a successful job exited non-zero."""
+    ``os._exit``, skipping the interpreter's and the C++ runtime's teardown.
+    ``destroy_process_group`` cannot free the gloo backend, so its worker and socket threads
+    keep running: ``torch.distributed.nn.functional`` (imported by DDP and FSDP through
+    ``torch._dynamo``) holds the group in default arguments, and FSDP's DTensor specs hold it
+    through their device mesh. Tearing the runtime down under those threads made a rank that
+    had finished its work abort under load ("terminate called without an active exception"),
+    so a successful job exited non-zero."""
     import torch.distributed as dist
 
     # A failing rank keeps the ordinary exit: its code is non-zero anyway, and exiting at once
