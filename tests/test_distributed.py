@@ -149,6 +149,44 @@ def test_context_from_env(monkeypatch):
         dd.context_from_env()
 
 
+def test_a_rank_exits_without_tearing_the_runtime_down_under_gloo(monkeypatch):
+    """A torchrun rank that succeeded runs the exit handlers (leaving the process group) and then
+    ends with os._exit: gloo's threads outlive destroy_process_group, and the interpreter's
+    teardown under them made a finished rank abort ("terminate called without an active
+    exception"). A failing rank exits normally."""
+    import torch.distributed as dist
+
+    calls: list[object] = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        calls.append(("os._exit", code))
+        raise Exited
+
+    monkeypatch.setattr(dd.os, "_exit", fake_exit)
+    # pytest's own exit handlers must not run here: only record the call.
+    monkeypatch.setattr(
+        dd.atexit, "_run_exitfuncs", lambda: calls.append("atexit") or dd._destroy()
+    )
+    with pytest.raises(SystemExit) as info:  # no process group: an ordinary exit
+        dd.exit_process(0)
+    assert info.value.code == 0 and calls == []
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) as info:  # a failing rank: an ordinary exit too
+            dd.exit_process(2)
+        assert info.value.code == 2 and calls == []
+        with pytest.raises(Exited):
+            dd.exit_process(0)
+        assert calls == ["atexit", ("os._exit", 0)]
+        assert not dist.is_initialized()  # the exit handlers left the group before os._exit
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_strategy_is_validated():
     assert TrainConfig().strategy == "ddp"
     assert TrainConfig(strategy="fsdp").strategy == "fsdp"

@@ -1,7 +1,6 @@
 """`python -m scratchgpt` runs the CLI (also what torchrun launches)."""
 
-import sys
-
 from scratchgpt.cli import main
+from scratchgpt.training.distributed import exit_process
 
-sys.exit(main())
+exit_process(main())

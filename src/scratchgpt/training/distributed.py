@@ -22,12 +22,14 @@ torch.distributed. ``print0`` is the one way to print on rank 0. The scheme:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import datetime
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch import nn
@@ -128,6 +130,31 @@ def _destroy() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with ``code`` (the entry point torchrun runs calls this).
+
+    A failure, or a process that never joined a process group, exits normally. A torchrun rank
+    that succeeded runs the exit handlers (``_destroy`` among them) and then ends at once with
+    ``os._exit``, skipping the interpreter's and the C++ runtime's teardown.
+    ``destroy_process_group`` cannot free the gloo backend, so its worker and socket threads
+    keep running: ``torch.distributed.nn.functional`` (imported by DDP and FSDP through
+    ``torch._dynamo``) holds the group in default arguments, and FSDP's DTensor specs hold it
+    through their device mesh. Tearing the runtime down under those threads made a rank that
+    had finished its work abort under load ("terminate called without an active exception"),
+    so a successful job exited non-zero."""
+    import torch.distributed as dist
+
+    # A failing rank keeps the ordinary exit: its code is non-zero anyway, and exiting at once
+    # could let torchrun see it fail before the peer whose death caused it.
+    if code != 0 or not (dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to save
+            stream.flush()
+    os._exit(code)
 
 
 def is_main_process() -> bool:
