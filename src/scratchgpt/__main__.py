@@ -1,6 +1,5 @@
 """`python -m scratchgpt` runs the CLI (also what torchrun launches)."""
 
-from scratchgpt.cli import main
-from scratchgpt.training.distributed import exit_process
+from scratchgpt.cli import entry
 
-exit_process(main())
+entry()

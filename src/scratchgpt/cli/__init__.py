@@ -83,5 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """The ``scratchgpt`` console script: :func:`main`, then the exit a torchrun rank needs
+    (see ``scratchgpt.training.distributed.exit_process``)."""
+    # Imported here, not at the top: `scratchgpt --help` must not pay for importing torch.
+    from scratchgpt.training.distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
