@@ -27,10 +27,16 @@ def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# Temperatures below this are greedy: logits / 1e-6 stays finite for any logit float32 can hold
+# in practice (|logit| < 1e32), so above it the sampling maths is safe.
+GREEDY_BELOW = 1e-6
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How each next token is chosen: greedy when ``temperature == 0``, else sampled after the
-    ``top_k`` and ``top_p`` filters (None: no limit). ``seed`` (a fresh generator per run) or
+    """How each next token is chosen: greedy when ``temperature`` is 0 (or below
+    ``GREEDY_BELOW``), else sampled after the ``top_k`` and ``top_p`` filters (None: no limit). ``seed`` (a fresh generator per run) or
     ``generator`` make the run reproducible; with neither, torch's global RNG is used."""
 
     temperature: float = 0.0
@@ -59,7 +65,7 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         """Whether every step takes the argmax (no randomness involved)."""
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
 
     def make_generator(self, device: torch.device) -> torch.Generator | None:
         """The generator one run draws from: a fresh one seeded with ``seed``, else
@@ -77,20 +83,26 @@ def sample_next_token(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Next token ids (B,) from last-position logits (B, V), in the book's order: top-k,
-    temperature, softmax, then top-p; greedy (argmax) when ``temperature == 0``."""
+    temperature, softmax, then top-p; greedy (argmax) when ``temperature`` is 0 (or below
+    ``GREEDY_BELOW``)."""
     logits = logits.float()  # bf16 logits would make softmax/cumsum coarse
-    if temperature == 0.0:
-        # top-k and top-p never change the argmax, so greedy ignores them.
+    if temperature < GREEDY_BELOW:
+        # top-k and top-p never change the argmax, so greedy ignores them. A positive temperature
+        # this small is greedy too: dividing by it would overflow float32 (or, below float32's
+        # range, divide by zero) and give softmax nothing but inf and nan.
         return logits.argmax(dim=-1)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits / temperature, dim=-1)
+    # A temperature beyond float32's range would become inf, and -inf (a top-k cut) / inf is nan.
+    probs = torch.softmax(logits / min(temperature, _FLOAT32_MAX), dim=-1)
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         # Keep a token while the mass before it is < top_p: the smallest set reaching top_p,
         # and always the most likely token.
         drop = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
+        # A top_p below float32's range rounds to 0 and would drop even the most likely token.
+        drop[..., 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
