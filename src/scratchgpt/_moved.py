@@ -33,3 +33,17 @@ def moved_names(
         return value
 
     return __getattr__
+
+
+def moved_constant(old: str, read: Callable[[], Any], hint: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for an old constant ``old`` ("module.NAME") whose values now
+    live elsewhere (a preset file): reading it warns and returns ``read()``."""
+    module, _, constant = old.rpartition(".")
+
+    def __getattr__(name: str) -> Any:
+        if name != constant:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{old} is deprecated; {hint}", DeprecationWarning, stacklevel=2)
+        return read()
+
+    return __getattr__

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from scratchgpt._moved import moved_constant
 from scratchgpt.config import PRESETS as MODEL_PRESETS
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
@@ -302,14 +302,9 @@ def file_overrides(path: PathLike) -> dict[str, Any]:
     return RunConfig.file_overrides(path)
 
 
-def __getattr__(name: str) -> Any:
-    # BOOK_CH7_TRAIN moved into presets/book-ch7.yaml.
-    if name == "BOOK_CH7_TRAIN":
-        warnings.warn(
-            "scratchgpt.training.config.BOOK_CH7_TRAIN is deprecated; the book's chapter-7 "
-            "settings are the preset book-ch7 (preset_mapping('book-ch7')['train'])",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return dict(preset_mapping("book-ch7")["train"])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The book's loop settings moved into presets/book-ch7.yaml.
+__getattr__ = moved_constant(
+    "scratchgpt.training.config.BOOK_CH7_TRAIN",
+    lambda: dict(preset_mapping("book-ch7")["train"]),
+    "the book's chapter-7 settings are the preset book-ch7 (preset_mapping('book-ch7')['train'])",
+)

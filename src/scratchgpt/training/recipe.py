@@ -224,8 +224,11 @@ class RecipeConfig:
 
     @classmethod
     def from_legacy_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """Nested sections from the file an older release wrote into the run folder."""
-        raise NotImplementedError
+        """Nested sections from the file an older release wrote into the run folder. The base
+        reads a file that already has this recipe's sections; recipes whose older file was flat
+        (classify, instruct) convert it here."""
+        cls._sections_of(d, str(cls.LEGACY_FILE))
+        return d
 
     @classmethod
     def from_run_dir(cls, run_dir: PathLike) -> Any:

@@ -14,9 +14,7 @@ pretraining and instruction tuning. Modules:
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from scratchgpt._moved import moved_constant
 from scratchgpt.tasks.classify.config import (
     FINETUNE_CONFIG_FILE,
     TASK_NAME,
@@ -58,6 +56,7 @@ from scratchgpt.tasks.classify.task import (
     last_token_index,
     set_dropout,
 )
+from scratchgpt.training.recipe import preset_mapping
 
 __all__ = [
     "ADAPTERS_FILE",
@@ -95,16 +94,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The chapter-6 loop settings moved into the preset file presets/book-ch6.yaml.
-    if name == "BOOK_TRAIN_DEFAULTS":
-        from scratchgpt.training.config import preset_mapping
-
-        warnings.warn(
-            "scratchgpt.tasks.classify.BOOK_TRAIN_DEFAULTS is deprecated; the book's chapter-6 "
-            "settings are the preset book-ch6 (ClassifyConfig's default train section)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return dict(preset_mapping("book-ch6")["train"])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The book's loop settings moved into presets/book-ch6.yaml.
+__getattr__ = moved_constant(
+    "scratchgpt.tasks.classify.BOOK_TRAIN_DEFAULTS",
+    lambda: dict(preset_mapping("book-ch6")["train"]),
+    "the book's chapter-6 settings are the preset book-ch6 (ClassifyConfig's default train section)",
+)

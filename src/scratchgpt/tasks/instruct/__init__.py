@@ -9,9 +9,7 @@ LoRA), ``responses`` (answering records), ``recipe`` (the job).
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from scratchgpt._moved import moved_constant
 from scratchgpt.tasks.instruct.config import (
     INSTRUCT_CONFIG_FILE,
     InstructConfig,
@@ -40,6 +38,7 @@ from scratchgpt.tasks.instruct.responses import (
     write_responses,
 )
 from scratchgpt.tasks.instruct.task import InstructTask, calc_loss_batch
+from scratchgpt.training.recipe import preset_mapping
 
 __all__ = [
     "GPT2_VOCAB_SIZE",
@@ -66,16 +65,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The chapter-7 loop settings moved into the preset file presets/book-ch7.yaml.
-    if name == "BOOK_TRAIN_DEFAULTS":
-        from scratchgpt.training.config import preset_mapping
-
-        warnings.warn(
-            "scratchgpt.tasks.instruct.BOOK_TRAIN_DEFAULTS is deprecated; use book_train_config() "
-            "or the preset book-ch7",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return dict(preset_mapping("book-ch7")["train"])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The book's loop settings moved into presets/book-ch7.yaml.
+__getattr__ = moved_constant(
+    "scratchgpt.tasks.instruct.BOOK_TRAIN_DEFAULTS",
+    lambda: dict(preset_mapping("book-ch7")["train"]),
+    "use book_train_config() or the preset book-ch7",
+)
