@@ -37,6 +37,12 @@ COMMAND_MODULES = [
     "scratchgpt.cli.info",
 ]
 
+# Commands that load a checkpoint's weights, and so take --no-verify.
+LOADS_WEIGHTS = [
+    "pretrain", "generate", "finetune-classifier", "classify", "finetune-instruct", "respond",
+    "chat", "serve", "evaluate loss",
+]  # fmt: skip
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name in LOADS_WEIGHTS:
+        _subcommand(parser, name).add_argument(
+            "--no-verify",
+            action="store_true",
+            help="skip checking the weight files against the checksums their checkpoint "
+            "recorded when saved (faster loading of big models; also SCRATCHGPT_VERIFY_WEIGHTS=0)",
+        )
+    return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of ``name`` ("generate", or "evaluate loss" for a nested one)."""
+    for word in name.split():
+        subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subs.choices[word]
     return parser
 
 
@@ -64,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "no_verify", False):
+        # An environment variable rather than an argument: it reaches every loader the command
+        # uses, and torchrun's other ranks, without threading a flag through each of them.
+        os.environ["SCRATCHGPT_VERIFY_WEIGHTS"] = "0"
     rank = _rank()
     # Under torchrun every rank runs this same command: only rank 0 speaks on stdout, and an
     # error says which rank it came from.

@@ -41,7 +41,7 @@ from scratchgpt.fileio import PathLike, atomic_folder, atomic_write_text, read_j
 
 # Loading weights into the model being resumed is the weights package's (one loader).
 from scratchgpt.weights.native import load_weights_into as load_weights_into
-from scratchgpt.weights.native import write_checkpoint_files
+from scratchgpt.weights.native import read_manifest, verify_weights, write_checkpoint_files
 
 # The run-folder layout (pointer files, checkpoints/) lives with the weights, so that load_model
 # can open a run folder; it is re-exported here for the training code.
@@ -301,6 +301,7 @@ def read_training_checkpoint(path: PathLike, model_config: GPTConfig) -> dict[st
             f"{p} was trained with a different model config ({'; '.join(diffs)}); resume with the "
             "same model settings, or start a new run in another folder"
         )
+    verify_weights(p, read_manifest(p), p / "model.safetensors")
     try:
         weights = load_file(str(p / "model.safetensors"))
     except Exception as e:  # safetensors raises its own error types for bad headers

@@ -53,6 +53,7 @@ from scratchgpt.weights.native import (
     read_manifest,
     save_checkpoint,
     unwrap_model,
+    verify_weights,
     write_checkpoint_files,
 )
 from scratchgpt.weights.openai import (
@@ -112,5 +113,6 @@ __all__ = [
     "save_hf_gpt2",
     "unwrap_model",
     "with_default_tokenizer",
+    "verify_weights",
     "write_checkpoint_files",
 ]

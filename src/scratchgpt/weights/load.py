@@ -33,6 +33,7 @@ from scratchgpt.weights.native import (
     load_safetensors_model,
     locate_checkpoint,
     read_manifest,
+    verify_weights,
 )
 from scratchgpt.weights.runs import POINTER_FILES, is_run_folder, resolve_checkpoint
 
@@ -122,11 +123,14 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     merge_lora: bool = True,
+    verify: bool | None = None,
 ) -> LoadedModel:
     """Load any model a user may name (see the module docstring) in eval mode, with its
     tokenizer (a Hugging Face folder gets its family's bundled tokenizer), config and metadata.
 
     LoRA adapters are merged into the weights (``merge_lora=False`` keeps them as layers).
+    A scratchgpt checkpoint's weights are checked against the checksum its manifest recorded
+    (``verify=False`` skips that; None follows SCRATCHGPT_VERIFY_WEIGHTS, default on).
     """
     files = inspect_model(name_or_path)
     if files.family is not None:
@@ -144,6 +148,7 @@ def load_model(
 
         tokenizer = load_tokenizer(files.tokenizer_file)
         check_vocab(files.config.vocab_size, tokenizer, str(files.folder))
+    verify_weights(files.folder, files.manifest, files.weights, verify=verify)
     model = load_safetensors_model(files.weights, files.config, device=device, dtype=dtype)
     if merge_lora and files.config.lora is not None:
         from scratchgpt.model.lora import merge_lora as merge

@@ -8,7 +8,8 @@ Layout::
     config.json         GPTConfig.to_dict(), nothing else, so GPTConfig.load reads it; it
                         describes the whole architecture (a classifier head, LoRA adapters)
     tokenizer.json      the tokenizer's own save() file (when one was given)
-    scratchgpt.json     format name and version, scratchgpt version, free "metadata"
+    scratchgpt.json     format name and version, scratchgpt version, free "metadata", and the
+                        size and SHA-256 of each weight file ("files"), checked on load
 
 Folders are written atomically (:func:`scratchgpt.fileio.atomic_folder`). Loading builds the
 model on the meta device and assigns the tensors read from the safetensors file, so the weights
@@ -18,7 +19,9 @@ are never held twice: with the stored dtype on CPU the parameters are the file's
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +51,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "scratchgpt.json"
+# Set to 0 to skip the weight-file checksums on load (the CLI's --no-verify sets it).
+VERIFY_ENV = "SCRATCHGPT_VERIFY_WEIGHTS"
+VERIFY_HINT = "load it anyway with verify=False (CLI: --no-verify)"
 
 
 def unwrap_model(model: Any) -> GPTModel:
@@ -122,10 +128,67 @@ def write_checkpoint_files(
         "metadata": meta,
     }
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    # A few bytes of garbage inside the tensor data would load and generate nonsense: the
+    # manifest records what was written, and loading checks it (see verify_weights).
+    manifest["files"] = {WEIGHTS_FILE: file_digest(folder / WEIGHTS_FILE)}
     write_json(folder / CONFIG_FILE, cfg.to_dict())
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER_FILE)
     write_json(folder / MANIFEST_FILE, manifest)
+
+
+def file_digest(path: PathLike) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex digest}`` of a file, read in 8 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def verify_default() -> bool:
+    """Whether loading checks weight checksums when the caller does not say: yes, unless the
+    environment variable SCRATCHGPT_VERIFY_WEIGHTS is 0/false/no/off."""
+    return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def verify_weights(
+    folder: PathLike, manifest: Mapping[str, Any], weights: PathLike, *, verify: bool | None = None
+) -> None:
+    """Check ``weights`` against the size and SHA-256 the manifest recorded when it was saved.
+
+    Checkpoints written before checksums were recorded (no "files" entry) pass unchecked.
+    ``verify=False`` (or SCRATCHGPT_VERIFY_WEIGHTS=0 when ``verify`` is None) skips the check,
+    which reads the whole file once (about a third of a second for GPT-2 small).
+    """
+    if not (verify_default() if verify is None else verify):
+        return
+    recorded = manifest.get("files")
+    w = Path(weights)
+    if not isinstance(recorded, dict) or w.name not in recorded:
+        return
+    source = Path(folder) / MANIFEST_FILE
+    expected = recorded[w.name]
+    if not (
+        isinstance(expected, dict)
+        and isinstance(expected.get("bytes"), int)
+        and isinstance(expected.get("sha256"), str)
+    ):
+        raise CheckpointError(
+            f"{source}: field files.{w.name} must be an object with 'bytes' and 'sha256'"
+        )
+    size = w.stat().st_size
+    if size != expected["bytes"]:
+        raise CheckpointError(
+            f"{w}: {size} bytes, but {MANIFEST_FILE} recorded {expected['bytes']} when it was "
+            f"saved: the file is truncated or was replaced; restore it, or {VERIFY_HINT}"
+        )
+    actual = file_digest(w)["sha256"]
+    if actual != expected["sha256"]:
+        raise CheckpointError(
+            f"{w}: contents do not match the SHA-256 recorded in {MANIFEST_FILE} when it was "
+            f"saved (the file is corrupt or was changed); restore it, or {VERIFY_HINT}"
+        )
 
 
 def read_manifest(folder: PathLike) -> dict[str, Any]:
@@ -146,6 +209,8 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
         )
     if not isinstance(data.get("metadata", {}), dict):
         raise CheckpointError(f"{path}: field 'metadata' must be a JSON object")
+    if not isinstance(data.get("files", {}), dict):
+        raise CheckpointError(f"{path}: field 'files' must be a JSON object")
     return data
 
 
