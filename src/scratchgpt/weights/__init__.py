@@ -112,7 +112,7 @@ __all__ = [
     "save_checkpoint",
     "save_hf_gpt2",
     "unwrap_model",
-    "with_default_tokenizer",
     "verify_weights",
+    "with_default_tokenizer",
     "write_checkpoint_files",
 ]
