@@ -120,7 +120,9 @@ def _busy_error(capsys, path: Path, pid: int, what: str) -> str:
 
 
 def _pretrain(run: Path, *extra: str) -> int:
-    return main(["pretrain", "--data", str(run.parent / "text.txt"), "--out", str(run), *ARGS, *extra])
+    return main(
+        ["pretrain", "--data", str(run.parent / "text.txt"), "--out", str(run), *ARGS, *extra]
+    )
 
 
 @pytest.fixture
@@ -154,7 +156,7 @@ def test_a_live_run_is_neither_overwritten_nor_resumed_twice(tmp_path, text, cap
         rc, err = _release(live)
     assert rc == 0, err
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-000003"
-    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
     # Released: the next command gets the folder.
     assert _pretrain(run, "--resume", "--max-steps", "4") == 0
 
