@@ -28,6 +28,7 @@ from scratchgpt.training.state import CHECKPOINTS_DIR, list_checkpoints
 LOCK_FILE = ".scratchgpt.lock"
 # What only a scratchgpt run folder holds; --overwrite deletes nothing else.
 RUN_MARKERS = (LOCK_FILE, "run.json", METRICS_FILE, CHECKPOINTS_DIR)
+_OTHER_MARKERS = tuple(m for m in RUN_MARKERS if m != LOCK_FILE)
 
 
 @contextmanager
@@ -68,7 +69,9 @@ def _lock_and_prepare(p: Path, overwrite: bool, resume: bool, held: list[Lock]) 
     p.mkdir(parents=True, exist_ok=True)
     lock = acquire(p / LOCK_FILE, p)
     try:
-        _prepare(p, overwrite=overwrite, resume=resume)
+        # A lock file this process just made says nothing about what the folder is.
+        markers = _OTHER_MARKERS if lock is None or lock.created else RUN_MARKERS
+        _prepare(p, overwrite=overwrite, resume=resume, markers=markers)
     except BaseException:
         if lock is not None:
             lock.keep_file = not lock.created  # a refused folder gets no lock file of ours
@@ -80,11 +83,11 @@ def _lock_and_prepare(p: Path, overwrite: bool, resume: bool, held: list[Lock]) 
     return p
 
 
-def _prepare(p: Path, *, overwrite: bool, resume: bool) -> None:
+def _prepare(p: Path, *, overwrite: bool, resume: bool, markers: tuple[str, ...]) -> None:
     contents = [c for c in p.iterdir() if c.name != LOCK_FILE]
     if not contents or resume:
         return
-    looks_like_run = any((p / m).exists() for m in RUN_MARKERS)
+    looks_like_run = any((p / m).exists() for m in markers)
     if looks_like_run and not list_checkpoints(p / CHECKPOINTS_DIR):
         print(
             f"note: {p} holds no checkpoint (an earlier start stopped before its first one); "
