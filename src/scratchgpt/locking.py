@@ -15,6 +15,7 @@ old file just before it was removed never believes it holds the lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -38,7 +39,7 @@ if os.name == "nt":  # pragma: no cover - exercised on Windows only
         os.lseek(fd, _WINDOWS_BYTE, os.SEEK_SET)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except PermissionError:
+        except OSError:  # held elsewhere (EACCES / EDEADLOCK)
             return False
         return True
 
@@ -187,7 +188,7 @@ def acquire(lock_file: Path, what: Path | str) -> Lock | None:
             break
         _unlock(fd)  # we locked a file its holder removed on release: take the new one
         os.close(fd)
-    record = json.dumps(Holder.me().__dict__).encode()
+    record = json.dumps(dataclasses.asdict(Holder.me())).encode()
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, record)
