@@ -222,3 +222,22 @@ def test_outputs_of_other_commands_are_locked_while_written(tmp_path, text, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "text.txt"]
     assert main(commands["train-tokenizer"] + ["--no-progress"]) == 0
     assert outs["train-tokenizer"].is_file()
+
+
+def test_lock_files_record_the_holder_and_are_cleaned_up(tmp_path, monkeypatch):
+    from scratchgpt.locking import InUseError, command_line, hold_output, output_lock_file
+    from scratchgpt.training.run_dir import LOCK_FILE, hold_run_dir
+
+    monkeypatch.setattr(sys, "argv", ["/x/src/scratchgpt/__main__.py", "respond", "--out", "a b"])
+    assert command_line() == "scratchgpt respond --out 'a b'"
+    out = tmp_path / "out.json"
+    with hold_output(out):
+        assert f'"pid": {os.getpid()}' in output_lock_file(out).read_text()
+        # flock locks belong to an open file: a second taker in this process is refused too.
+        busy = rf"out.json is in use by process {os.getpid()} "
+        with pytest.raises(InUseError, match=busy), hold_output(out):
+            pass
+    assert not output_lock_file(out).exists()  # an output's lock file goes when released
+    with hold_run_dir(tmp_path / "run") as run:
+        assert (run / LOCK_FILE).read_text()
+    assert (run / LOCK_FILE).read_text() == ""  # a run folder's stays, emptied, as its marker

@@ -164,16 +164,17 @@ def acquire(lock_file: Path, what: Path | str) -> Lock | None:
     """Lock ``lock_file`` for this process and record it as the holder.
 
     Raises InUseError, naming ``what`` and the holder, when a live process holds it. Returns
-    None (with a warning) where the filesystem cannot lock: the work goes on unprotected rather
+    None where the lock file cannot be made (a read-only folder: the write will fail and say
+    so) or the filesystem cannot lock (with a warning): the work goes on unprotected rather
     than not at all.
     """
     lock_file = Path(lock_file)
     while True:
         try:
             fd, created = _open(lock_file)
-        except OSError as e:
-            # A folder that cannot be written to: the write itself will report it better.
-            _cannot_lock(lock_file, e)
+        except OSError:
+            # A folder that cannot be written to (read-only, no permission): nothing can clobber
+            # it, and the command's own write reports the problem.
             return None
         try:
             locked = _try_lock(fd)
@@ -237,7 +238,7 @@ def hold_output(path: Path | str | None) -> Iterator[None]:
         yield
         return
     lock_file = output_lock_file(path)
-    # On failure acquire() warns; the write itself reports why the folder is unusable.
+    # On failure acquire() locks nothing; the write itself reports why the folder is unusable.
     with contextlib.suppress(OSError):
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     with hold_lock(lock_file, path):
