@@ -346,6 +346,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_run_folder_protection(tmp_path):
     run = prepare_run_dir(tmp_path / "r")
     (run / "run.json").write_text("{}")
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)  # something to continue
     with pytest.raises(FileExistsError, match=r"--resume .* --overwrite"):
         prepare_run_dir(run)
     assert prepare_run_dir(run, resume=True) == run
@@ -354,9 +355,11 @@ def test_run_folder_protection(tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
     (other / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        prepare_run_dir(other)  # no checkpoint, but not a run folder either: not reused
     with pytest.raises(FileExistsError, match="does not look like a scratchgpt run folder"):
         prepare_run_dir(other, overwrite=True)
-    assert (other / "thesis.tex").exists()
+    assert [p.name for p in other.iterdir()] == ["thesis.tex"]  # not even a lock file left
 
 
 @pytest.mark.skipif(

@@ -111,6 +111,14 @@ def _check_out(args: argparse.Namespace) -> None:
 
 
 def run_judge(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run_judge(args)
+
+
+def _run_judge(args: argparse.Namespace) -> int:
     from scratchgpt.data.instructions import get_prompt_style
     from scratchgpt.errors import DataError
     from scratchgpt.evaluation.judge import JudgeClient, api_key_from_env, judge_responses
@@ -154,6 +162,14 @@ def run_judge(args: argparse.Namespace) -> int:
 
 
 def run_loss(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run_loss(args)
+
+
+def _run_loss(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 

@@ -76,6 +76,14 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     """Prepare the corpus and print a summary."""
     from scratchgpt.data.corpus import prepare
 

@@ -106,6 +106,14 @@ def select_records(args: argparse.Namespace) -> list[dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 

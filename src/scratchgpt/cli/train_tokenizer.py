@@ -43,6 +43,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from scratchgpt.errors import DataError
     from scratchgpt.tokenizers import train_bpe
 

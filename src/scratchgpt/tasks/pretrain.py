@@ -23,7 +23,7 @@ from scratchgpt.fileio import PathLike, read_text
 from scratchgpt.training.config import RUN_CONFIG_FILE, DataConfig, RunConfig
 from scratchgpt.training.distributed import print0
 from scratchgpt.training.loop import TrainResult, train
-from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.run_dir import hold_run_dir
 from scratchgpt.training.task import Task, next_token_loss
 
 # The pretraining recipe's config (RunConfig is its older name, still the class itself).
@@ -241,35 +241,35 @@ def pretrain(
     cfg = RunConfig.coerce(config)
     tokenizer, train_ds, val_ds, info = build_pretraining_data(cfg.data)
     model_cfg = resolve_model_config(cfg, tokenizer)
-    run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
-    cfg.save(run_dir / RUN_CONFIG_FILE)
-    torch.manual_seed(cfg.train.seed)
-    from scratchgpt.model import GPTModel
+    with hold_run_dir(out_dir, overwrite=overwrite, resume=resume) as run_dir:
+        cfg.save(run_dir / RUN_CONFIG_FILE)
+        torch.manual_seed(cfg.train.seed)
+        from scratchgpt.model import GPTModel
 
-    model = GPTModel(model_cfg)
-    n_params = model.num_parameters()
-    print0(
-        f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
-        f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
-        f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
-        f"{len(train_ds)} training windows",
-        flush=True,
-    )
-    task = PretrainTask(tokenizer, cfg.train.sample_prompt, cfg.train.sample_tokens)
-    run_config = {**cfg.to_dict(), "resolved_model": model_cfg.to_dict(), "data_info": info}
-    return train(
-        model,
-        task,
-        train_ds,
-        val_ds,
-        cfg.train,
-        run_dir,
-        tokenizer=tokenizer,
-        run_config=run_config,
-        resume=resume,
-        metadata={"task": "pretrain"},
-        argv=argv,
-    )
+        model = GPTModel(model_cfg)
+        n_params = model.num_parameters()
+        print0(
+            f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
+            f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
+            f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
+            f"{len(train_ds)} training windows",
+            flush=True,
+        )
+        task = PretrainTask(tokenizer, cfg.train.sample_prompt, cfg.train.sample_tokens)
+        run_config = {**cfg.to_dict(), "resolved_model": model_cfg.to_dict(), "data_info": info}
+        return train(
+            model,
+            task,
+            train_ds,
+            val_ds,
+            cfg.train,
+            run_dir,
+            tokenizer=tokenizer,
+            run_config=run_config,
+            resume=resume,
+            metadata={"task": "pretrain"},
+            argv=argv,
+        )
 
 
 # The recipe's entry point, the same shape as classification's and instruction tuning's.

@@ -24,6 +24,7 @@ _EXPORTS = {
     "next_token_loss": "task",
     "perplexity": "task",
     "prepare_run_dir": "run_dir",
+    "hold_run_dir": "run_dir",
     "build_optimizer": "setup",
     "resolve_checkpoint": "state",
     "plot_run": "plots",
@@ -40,6 +41,7 @@ __all__ = [
     "TrainState",
     "TrainingDivergedError",
     "build_optimizer",
+    "hold_run_dir",
     "list_presets",
     "next_token_loss",
     "perplexity",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     )
     from scratchgpt.training.loop import TrainingDivergedError, TrainResult, train
     from scratchgpt.training.plots import plot_run
-    from scratchgpt.training.run_dir import prepare_run_dir
+    from scratchgpt.training.run_dir import hold_run_dir, prepare_run_dir
     from scratchgpt.training.schedules import LRSchedule
     from scratchgpt.training.setup import build_optimizer
     from scratchgpt.training.state import TrainState, resolve_checkpoint

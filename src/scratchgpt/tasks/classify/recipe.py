@@ -41,7 +41,7 @@ from scratchgpt.tasks.classify.task import ClassifyTask, set_dropout
 from scratchgpt.training.config import RUN_CONFIG_FILE, TrainConfig, preset_mapping
 from scratchgpt.training.distributed import print0
 from scratchgpt.training.loop import train
-from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.run_dir import hold_run_dir
 from scratchgpt.training.setup import resolve_device
 
 REPORT_FILE = "classification_report.json"
@@ -236,29 +236,29 @@ def run(
         model, len(data.labels), trainable=c.trainable, train_blocks=c.train_blocks,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_targets=c.lora_targets,
     )  # fmt: skip
-    run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
-    cfg.save(run_dir / RUN_CONFIG_FILE)
-    _describe(cfg, data, model, base, say)
-    metadata = classifier_metadata(
-        data.labels, data.max_length, data.pad_id, trainable=c.trainable,
-        lora=_lora_settings(cfg), base=base,
-    )  # fmt: skip
-    sizes = data.splits.sizes()
-    run_config = {
-        **cfg.to_dict(),
-        "resolved_model": model.cfg.to_dict(),
-        "data_info": {**data.splits.info, "sizes": sizes, "labels": data.labels,
-                      "max_length": data.max_length},
-    }  # fmt: skip
-    t0 = time.perf_counter()
-    result = train(
-        model, ClassifyTask(), data.train, data.val, cfg.train, run_dir,
-        tokenizer=tokenizer, run_config=run_config, resume=resume, metadata=metadata,
-        argv=argv, log=log,
-    )  # fmt: skip
-    report = _report(cfg, data, model, result, time.perf_counter() - t0)
-    _write_outputs(cfg, model, run_dir, report, base, say)
-    return FinetuneResult(result, report, run_dir)
+    with hold_run_dir(out_dir, overwrite=overwrite, resume=resume) as run_dir:
+        cfg.save(run_dir / RUN_CONFIG_FILE)
+        _describe(cfg, data, model, base, say)
+        metadata = classifier_metadata(
+            data.labels, data.max_length, data.pad_id, trainable=c.trainable,
+            lora=_lora_settings(cfg), base=base,
+        )  # fmt: skip
+        sizes = data.splits.sizes()
+        run_config = {
+            **cfg.to_dict(),
+            "resolved_model": model.cfg.to_dict(),
+            "data_info": {**data.splits.info, "sizes": sizes, "labels": data.labels,
+                          "max_length": data.max_length},
+        }  # fmt: skip
+        t0 = time.perf_counter()
+        result = train(
+            model, ClassifyTask(), data.train, data.val, cfg.train, run_dir,
+            tokenizer=tokenizer, run_config=run_config, resume=resume, metadata=metadata,
+            argv=argv, log=log,
+        )  # fmt: skip
+        report = _report(cfg, data, model, result, time.perf_counter() - t0)
+        _write_outputs(cfg, model, run_dir, report, base, say)
+        return FinetuneResult(result, report, run_dir)
 
 
 def finetune_classifier(

@@ -38,7 +38,7 @@ from scratchgpt.tasks.instruct.task import InstructTask
 from scratchgpt.training.config import RUN_CONFIG_FILE
 from scratchgpt.training.distributed import print0
 from scratchgpt.training.loop import TrainResult, train
-from scratchgpt.training.run_dir import prepare_run_dir
+from scratchgpt.training.run_dir import hold_run_dir
 
 
 @dataclass
@@ -141,41 +141,41 @@ def finetune_instruct(
     )
     if val_ds is None:
         print("warning: the validation split is empty: no validation loss", file=sys.stderr)
-    run_dir = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
-    cfg.save(run_dir / RUN_CONFIG_FILE)
-    lora = _apply_lora(model, cfg.instruct)
-    model.train()
-    sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
-    _describe(cfg, model, sizes, lora)
-    task = InstructTask(
-        tokenizer,
-        cfg.instruct.prompt_style,
-        sample_entry=val_recs[0] if val_recs else None,
-        sample_tokens=cfg.train.sample_tokens,
-    )
-    metadata = {
-        "task": "instruct",
-        "prompt_style": cfg.instruct.prompt_style,
-        "base_model": m.checkpoint or m.gpt2,
-        "mask_prompt": cfg.instruct.mask_prompt,
-        "lora": lora,
-    }
-    run_config = {**cfg.to_dict(), "resolved_model": loaded.config.to_dict()}
-    result = train(
-        model, task, train_ds, val_ds, cfg.train, run_dir, tokenizer=tokenizer,
-        run_config=run_config, resume=resume, collate_fn=collate, metadata=metadata, argv=argv,
-    )  # fmt: skip
-    responses_path = None
-    if cfg.instruct.responses and result.status != "interrupted" and test_recs:
-        responses_path = _answer_test_split(cfg, model, tokenizer, test_recs, run_dir)
-    return InstructResult(
-        train=result,
-        run_dir=run_dir,
-        responses_path=responses_path,
-        split_sizes=sizes,
-        initial_val_loss=_initial_val_loss(run_dir),
-        val_loss=result.val_loss,
-    )
+    with hold_run_dir(out_dir, overwrite=overwrite, resume=resume) as run_dir:
+        cfg.save(run_dir / RUN_CONFIG_FILE)
+        lora = _apply_lora(model, cfg.instruct)
+        model.train()
+        sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
+        _describe(cfg, model, sizes, lora)
+        task = InstructTask(
+            tokenizer,
+            cfg.instruct.prompt_style,
+            sample_entry=val_recs[0] if val_recs else None,
+            sample_tokens=cfg.train.sample_tokens,
+        )
+        metadata = {
+            "task": "instruct",
+            "prompt_style": cfg.instruct.prompt_style,
+            "base_model": m.checkpoint or m.gpt2,
+            "mask_prompt": cfg.instruct.mask_prompt,
+            "lora": lora,
+        }
+        run_config = {**cfg.to_dict(), "resolved_model": loaded.config.to_dict()}
+        result = train(
+            model, task, train_ds, val_ds, cfg.train, run_dir, tokenizer=tokenizer,
+            run_config=run_config, resume=resume, collate_fn=collate, metadata=metadata, argv=argv,
+        )  # fmt: skip
+        responses_path = None
+        if cfg.instruct.responses and result.status != "interrupted" and test_recs:
+            responses_path = _answer_test_split(cfg, model, tokenizer, test_recs, run_dir)
+        return InstructResult(
+            train=result,
+            run_dir=run_dir,
+            responses_path=responses_path,
+            split_sizes=sizes,
+            initial_val_loss=_initial_val_loss(run_dir),
+            val_loss=result.val_loss,
+        )
 
 
 # The recipe's entry point, the same shape as pretraining's and classification's.
