@@ -24,7 +24,7 @@ import torch
 
 from scratchgpt.assets import asset_path
 from scratchgpt.cli import main
-from scratchgpt.errors import OutputError, ScratchGPTError
+from scratchgpt.errors import DataError, OutputError, ScratchGPTError
 from scratchgpt.fileio import (
     atomic_folder,
     atomic_path,
@@ -200,6 +200,14 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(OSError) as e, atomic_path(tmp_path / "f"):
         raise OSError(errno.EIO, "I/O error")
     assert not isinstance(e.value, OutputError)
+    # An input that cannot be read is not an output that cannot be written.
+    with pytest.raises(DataError, match="input"), atomic_path(tmp_path / "f"):
+        try:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/elsewhere/input.txt")
+        except OSError:
+            raise DataError("/elsewhere/input.txt: cannot read the input") from None
+    with pytest.raises(PermissionError), atomic_path(tmp_path / "f"):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/elsewhere/input.txt")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.errors import DataError, OutputError
+from scratchgpt.errors import DataError, OutputError, ScratchGPTError
 
 PathLike = str | os.PathLike
 
@@ -133,6 +133,8 @@ def disk_errno(exc: BaseException, folder: PathLike | None = None) -> int | None
     Understands OSError, the messages of safetensors ("... (os error 28)") and torch's zip
     writer, whose failures name no cause: then the free space of ``folder`` tells.
     """
+    if isinstance(exc, ScratchGPTError) and not isinstance(exc, OutputError):
+        return None  # already explained (an unreadable input, say)
     seen: BaseException | None = exc
     for _ in range(4):  # torch may raise a RuntimeError while handling the OSError
         if seen is None:
@@ -141,7 +143,7 @@ def disk_errno(exc: BaseException, folder: PathLike | None = None) -> int | None
             return seen.errno
         if isinstance(seen, OSError) and seen.errno in _DISK_CAUSES:
             return seen.errno
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     if isinstance(exc, OSError) and exc.errno is not None:
         return None  # another errno: not about space or permission
     text = str(exc)

@@ -192,8 +192,12 @@ class MetricsLogger:
             if start is not None:
                 with contextlib.suppress(OSError):
                     self._f.truncate(start)  # no torn line for the next append to glue onto
-            kept = f"step {self._last_step}" if self._last_step is not None else "no records"
-            err = output_error(e, self.path, note=f"the log keeps every record up to {kept}")
+            kept = (
+                f"the log keeps its records up to step {self._last_step}"
+                if self._last_step is not None
+                else "the records already in it are kept"
+            )
+            err = output_error(e, self.path, note=kept)
             if err is None:
                 raise
             raise err from e
