@@ -399,6 +399,7 @@ def _in_tmpfs(mount: Path, options: str, argv: list[str], copy: Path, tmp_path: 
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
 
 
+@pytest.mark.slow
 @needs_userns
 def test_real_full_tmpfs_during_pretrain(tmp_path):
     mount, copy = tmp_path / "disk", tmp_path / "after"
@@ -414,6 +415,7 @@ def test_real_full_tmpfs_during_pretrain(tmp_path):
     assert loads(ckpts / "step-000001") == 1
 
 
+@pytest.mark.slow
 @needs_userns
 def test_real_read_only_mount_for_prepare_and_train_tokenizer(tmp_path):
     mount, copy = tmp_path / "disk", tmp_path / "after"

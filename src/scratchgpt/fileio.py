@@ -174,8 +174,8 @@ def output_error(
     """The one-line :class:`OutputError` for ``exc`` if it means ``path`` cannot be written
     (full disk, quota, read-only, no permission), else None.
 
-    ``note`` says what survived (default: nothing was left behind and what was there before is
-    unchanged); ``scratch`` is the folder the failed write went to, whose free space is checked
+    ``note`` says what survived (default when ``path`` is given: nothing was left behind);
+    ``scratch`` is the folder the failed write went to, whose free space is checked
     when the error itself names no cause.
     """
     if isinstance(exc, OutputError) and path is None:
@@ -193,8 +193,10 @@ def output_error(
         if not any(Path(named) == p or p in Path(named).parents for p in inside):
             return None
     where = f" {target}" if target is not None else " the output"
-    tail = note if note is not None else "nothing was left behind"
-    message = f"cannot {verb}{where}: {_DISK_CAUSES[code]}; {tail}; {_DISK_ADVICE[code]}"
+    if note is None:  # a caller that names no output cannot vouch for its cleanup
+        note = "nothing was left behind" if path is not None else ""
+    tail = f"; {note}" if note else ""
+    message = f"cannot {verb}{where}: {_DISK_CAUSES[code]}{tail}; {_DISK_ADVICE[code]}"
     return OutputError(message, path=None if target is None else str(target), errno=code)
 
 
