@@ -175,6 +175,20 @@ def test_atomic_path_into_a_read_only_folder(read_only):
     assert sorted(p.name for p in read_only.iterdir()) == ["old.json"]
 
 
+def test_a_full_disk_reported_only_by_fsync_publishes_nothing(tmp_path, monkeypatch):
+    # Some file systems (NFS, delayed allocation) report a full disk only when flushing.
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"old")
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OutputError, match="no space left on device"):
+        atomic_write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"old" and hidden(tmp_path) == []
+
+
 @pytest.mark.parametrize(
     ("code", "cause"),
     [

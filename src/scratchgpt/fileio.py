@@ -65,17 +65,26 @@ def _umask() -> int:
 
 
 def fsync_path(path: PathLike) -> None:
-    """Flush a file or folder entry to disk (folders: best effort, some filesystems refuse)."""
+    """Flush a file or folder entry to disk (best effort: some filesystems refuse to flush a
+    folder), except that a full disk, which some filesystems report only here, raises."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
     finally:
         os.close(fd)
+
+
+def _flush_entry(folder: Path) -> None:
+    """Flush a rename that has already happened: the output is complete, so a failure here
+    must not report it as unwritten."""
+    with contextlib.suppress(OSError):
+        fsync_path(folder)
 
 
 def fsync_tree(root: PathLike) -> None:
@@ -297,7 +306,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
             fsync_path(tmp)
             _refuse_existing(dest, overwrite)
             os.replace(tmp, dest)
-            fsync_path(dest.parent)
+            _flush_entry(dest.parent)
     except BaseException as e:
         # Checked before the cleanup: the half-written file is what shows a full disk.
         err = _failed_write(e, dest, tmp, existed)
@@ -342,7 +351,7 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
                 old.unlink(missing_ok=True)
         else:
             os.rename(tmp, dest)
-        fsync_path(dest.parent)
+        _flush_entry(dest.parent)
     except BaseException as e:
         err = _failed_write(e, dest, tmp, existed)
         shutil.rmtree(tmp, ignore_errors=True)
