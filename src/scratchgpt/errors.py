@@ -24,3 +24,14 @@ class ConfigError(ScratchGPTError):
 
 class CheckpointError(ScratchGPTError):
     """A checkpoint or weights file is missing, corrupt or does not match the model."""
+
+
+class OutputError(ScratchGPTError):
+    """An output could not be written: the disk is full, the file system is read-only or
+    permission is denied. The writer has removed its temporary files; what was there before is
+    unchanged. ``path`` is the output, ``errno`` the operating system's error number."""
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno

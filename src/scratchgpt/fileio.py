@@ -1,13 +1,18 @@
 """Small file helpers used everywhere: strict UTF-8 reading and atomic writes.
 
 Outputs are written to a temporary file in the same folder and renamed into place, so a crash
-never leaves a half-written file where a good one was.
+never leaves a half-written file where a good one was. A full disk, a read-only file system or a
+missing permission ends in one :class:`~scratchgpt.errors.OutputError` that names the output and
+the cause, after the temporary file is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -15,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.errors import DataError
+from scratchgpt.errors import DataError, OutputError, ScratchGPTError
 
 PathLike = str | os.PathLike
 
@@ -60,17 +65,26 @@ def _umask() -> int:
 
 
 def fsync_path(path: PathLike) -> None:
-    """Flush a file or folder entry to disk (folders: best effort, some filesystems refuse)."""
+    """Flush a file or folder entry to disk (best effort: some filesystems refuse to flush a
+    folder), except that a full disk, which some filesystems report only here, raises."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
     finally:
         os.close(fd)
+
+
+def _flush_entry(folder: Path) -> None:
+    """Flush a rename that has already happened: the output is complete, so a failure here
+    must not report it as unwritten."""
+    with contextlib.suppress(OSError):
+        fsync_path(folder)
 
 
 def fsync_tree(root: PathLike) -> None:
@@ -79,6 +93,188 @@ def fsync_tree(root: PathLike) -> None:
         for name in filenames:
             fsync_path(Path(dirpath) / name)
         fsync_path(dirpath)
+
+
+# ---------------------------------------------------------------------------------------------
+# Full disks, read-only file systems, missing permissions
+
+# What the user is told for each errno that means "this output cannot be written here".
+_DISK_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system or the file-size limit",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+_DISK_ADVICE = {
+    errno.ENOSPC: "free up space or write elsewhere, then try again",
+    errno.EDQUOT: "free up space or write elsewhere, then try again",
+    errno.EFBIG: "write elsewhere or raise the file-size limit, then try again",
+    errno.EROFS: "write to a writable location instead",
+    errno.EACCES: "write somewhere you may write to, or fix the folder's permissions",
+    errno.EPERM: "write somewhere you may write to, or fix the folder's permissions",
+}
+# torch.save to a path reports a failed write only as the C++ zip writer's complaint.
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+
+
+def _probe_folder(folder: Path) -> int | None:
+    """Why a write into ``folder`` just failed, from the file system's own numbers."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    # Root may use the blocks reserved for it; everyone else sees only f_bavail.
+    free = fs.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else fs.f_bavail
+    if free * fs.f_frsize < 1 << 20:
+        return errno.ENOSPC
+    return None
+
+
+def disk_errno(exc: BaseException, folder: PathLike | None = None) -> int | None:
+    """The errno of a failed write (full disk, read-only, no permission), else None.
+
+    Understands OSError, the messages of safetensors ("... (os error 28)") and torch's zip
+    writer, whose failures name no cause: then the free space of ``folder`` tells.
+    """
+    if isinstance(exc, ScratchGPTError) and not isinstance(exc, OutputError):
+        return None  # already explained (an unreadable input, say)
+    seen: BaseException | None = exc
+    for _ in range(4):  # torch may raise a RuntimeError while handling the OSError
+        if seen is None:
+            break
+        if isinstance(seen, OutputError):
+            return seen.errno
+        if isinstance(seen, OSError) and seen.errno in _DISK_CAUSES:
+            return seen.errno
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return None  # another errno: not about space or permission
+    text = str(exc)
+    found = re.search(r"os error (\d+)", text)
+    if found and int(found.group(1)) in _DISK_CAUSES:
+        return int(found.group(1))
+    for code in _DISK_CAUSES:
+        if os.strerror(code) in text:
+            return code
+    if folder is not None and any(m in text for m in _TORCH_WRITE_FAILED):
+        return _probe_folder(Path(folder))
+    return None
+
+
+def _filename(exc: BaseException) -> str | None:
+    name = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
+
+
+def output_error(
+    exc: BaseException,
+    path: PathLike | None = None,
+    *,
+    verb: str = "write",
+    note: str | None = None,
+    scratch: PathLike | None = None,
+) -> OutputError | None:
+    """The one-line :class:`OutputError` for ``exc`` if it means ``path`` cannot be written
+    (full disk, quota, read-only, no permission), else None.
+
+    ``note`` says what survived (default when ``path`` is given: nothing was left behind);
+    ``scratch`` is the folder the failed write went to, whose free space is checked
+    when the error itself names no cause.
+    """
+    if isinstance(exc, OutputError) and path is None:
+        return exc
+    target = Path(path) if path is not None else None
+    named = _filename(exc)
+    if target is None:
+        target = Path(named) if named else None
+    code = disk_errno(exc, scratch if scratch is not None else (target and target.parent))
+    if code is None:
+        return None
+    if code in (errno.EACCES, errno.EPERM) and named and target is not None:
+        # A permission error on some other file (an input, say) is not about this output.
+        inside = (target, target.parent, Path(scratch) if scratch else target)
+        if not any(Path(named) == p or p in Path(named).parents for p in inside):
+            return None
+    where = f" {target}" if target is not None else " the output"
+    if note is None:  # a caller that names no output cannot vouch for its cleanup
+        note = "nothing was left behind" if path is not None else ""
+    tail = f"; {note}" if note else ""
+    message = f"cannot {verb}{where}: {_DISK_CAUSES[code]}{tail}; {_DISK_ADVICE[code]}"
+    return OutputError(message, path=None if target is None else str(target), errno=code)
+
+
+def output_error_with_note(err: OutputError, note: str) -> OutputError:
+    """``err`` again, saying ``note`` about what survived instead of the writer's default."""
+    if err.errno not in _DISK_CAUSES or err.path is None:
+        return err
+    code = err.errno
+    message = f"cannot write {err.path}: {_DISK_CAUSES[code]}; {note}; {_DISK_ADVICE[code]}"
+    return OutputError(message, path=err.path, errno=code)
+
+
+@contextlib.contextmanager
+def output_errors(
+    path: PathLike, *, verb: str = "write", note: str | None = None
+) -> Iterator[None]:
+    """Turn a full disk, read-only file system or missing permission inside the block into one
+    :class:`OutputError` about ``path``; every other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        err = output_error(e, path, verb=verb, note=note)
+        if err is None or err is e:
+            raise
+        raise err from e
+
+
+def make_folder(path: PathLike) -> Path:
+    """``mkdir -p`` whose failure on a full or read-only disk is one OutputError naming the
+    folder it could not create."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        err = output_error(e, _filename(e) or p, verb="create")
+        if err is None:
+            raise
+        raise err from e
+    return p
+
+
+def check_writable(path: PathLike) -> Path:
+    """Fail early, before long work, if a file cannot be created at ``path``: creates its
+    folder and a probe file there, then deletes the probe. Raises OutputError."""
+    dest = Path(path)
+    make_folder(dest.parent)
+    probe = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with output_errors(dest):
+            probe.open("xb").close()
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return dest
+
+
+def _failed_write(
+    exc: BaseException, dest: Path, scratch: Path, existed: bool
+) -> OutputError | None:
+    """The OutputError for ``dest`` when a write into ``scratch`` failed for lack of space,
+    a read-only disk or permission (also one raised deeper, about a file inside ``scratch``)."""
+    if not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OutputError) and exc.path is not None:
+        inner = Path(exc.path)
+        if inner != dest and scratch not in inner.parents and inner != scratch:
+            return None  # about some other output: leave it as it is
+    note = f"{dest} was left as it was" if existed else "nothing was left behind"
+    return output_error(exc, dest, note=note, scratch=scratch)
 
 
 def _refuse_existing(dest: Path, overwrite: bool) -> None:
@@ -99,7 +295,8 @@ def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """
     dest = Path(path)
     _refuse_existing(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dest.parent)
+    existed = dest.exists()
     # Not mkstemp: its files are private (0600); outputs get the mode a plain open() would.
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -109,10 +306,15 @@ def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
             fsync_path(tmp)
             _refuse_existing(dest, overwrite)
             os.replace(tmp, dest)
-            fsync_path(dest.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            _flush_entry(dest.parent)
+    except BaseException as e:
+        # Checked before the cleanup: the half-written file is what shows a full disk.
+        err = _failed_write(e, dest, tmp, existed)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if err is None or err is e:
+            raise
+        raise err from e
 
 
 @contextmanager
@@ -126,8 +328,10 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """
     dest = Path(path)
     _refuse_existing(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_dir(dest.parent, f".{dest.name}.", ".tmp")
+    make_folder(dest.parent)
+    existed = dest.exists()
+    with output_errors(dest):
+        tmp = _fresh_dir(dest.parent, f".{dest.name}.", ".tmp")
     try:
         yield tmp
         fsync_tree(tmp)
@@ -147,10 +351,13 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
                 old.unlink(missing_ok=True)
         else:
             os.rename(tmp, dest)
-        fsync_path(dest.parent)
-    except BaseException:
+        _flush_entry(dest.parent)
+    except BaseException as e:
+        err = _failed_write(e, dest, tmp, existed)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if err is None or err is e:
+            raise
+        raise err from e
 
 
 def _fresh_dir(parent: Path, prefix: str, suffix: str = "") -> Path:

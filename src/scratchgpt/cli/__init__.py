@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from scratchgpt import __version__
 from scratchgpt.errors import ScratchGPTError
+from scratchgpt.fileio import output_error
 
 # Order here is the order in `scratchgpt --help`: the pipeline, left to right.
 COMMAND_MODULES = [
@@ -106,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full or read-only disk that no writer reported itself
+        disk = output_error(e)
+        if disk is None:
+            raise
+        print(f"error{where}: {disk}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

@@ -117,10 +117,13 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from scratchgpt.fileio import check_writable
     from scratchgpt.tasks.instruct import generate_responses, write_responses
 
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out:
+        check_writable(args.out)  # a read-only or full disk shows now, not after generating
     records = select_records(args)
     model, tokenizer, style = load_for_inference(args)
     out = generate_responses(

@@ -21,6 +21,7 @@ cache compared with uint32.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from dataclasses import dataclass
@@ -114,7 +115,11 @@ class ShardWriter:
         arr = np.asarray(ids)
         _check_ids(arr, self.vocab_size, str(self.path))
         if arr.size:
-            self._file.write(arr.astype(self.dtype, copy=False).tobytes())
+            try:
+                self._file.write(arr.astype(self.dtype, copy=False).tobytes())
+            except BaseException as e:
+                self._drop(e)  # the temporary file goes; a full disk becomes an OutputError
+                raise
             self.num_tokens += int(arr.size)
 
     def close(self) -> ShardHeader:
@@ -127,8 +132,8 @@ class ShardWriter:
             f.write(_pack_header(self.dtype, self.num_tokens, self.vocab_size))
             f.close()
         except BaseException as e:
-            f.close()
-            self._publish.__exit__(type(e), e, e.__traceback__)
+            self._file = f
+            self._drop(e)
             raise
         self._publish.__exit__(None, None, None)
         return ShardHeader(self.path, SHARD_VERSION, self.dtype, self.num_tokens, self.vocab_size)
@@ -136,10 +141,17 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the partial shard; the destination is left as it was."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
-            aborted = RuntimeError("shard writer aborted")
-            self._publish.__exit__(RuntimeError, aborted, None)
+            self._drop(RuntimeError("shard writer aborted"))
+
+    def _drop(self, exc: BaseException) -> None:
+        """Close and delete the temporary file. ``fileio.atomic_path`` raises the OutputError
+        for ``exc`` when it means a full or read-only disk (else nothing is raised here)."""
+        f, self._file = self._file, None
+        if f is None:
+            return
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            f.close()
+        self._publish.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchgpt.errors import DataError
-from scratchgpt.fileio import PathLike, atomic_path, read_text
+from scratchgpt.fileio import (
+    PathLike,
+    atomic_path,
+    disk_errno,
+    make_folder,
+    output_errors,
+    read_text,
+)
 
 
 @dataclass(frozen=True)
@@ -192,20 +199,39 @@ def get_path(
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> None:
-    """Stream ``url`` into the open-able path ``dest``."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
-            shutil.copyfileobj(resp, out, _CHUNK)
-    except urllib.error.HTTPError as e:
-        raise DataError(
-            f"could not download {url}: the server answered HTTP {e.code} {e.reason}; "
-            "pass local_path=... or use the bundled copy"
-        ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise DataError(
-            f"could not reach {url}: {reason}; pass local_path=... or use the bundled copy"
-        ) from None
+    """Stream ``url`` into the open-able path ``dest``. Network failures become a DataError;
+    failures to write ``dest`` (a full disk) stay OSErrors for the caller to report."""
+    with open(dest, "wb") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                while True:
+                    try:
+                        chunk = resp.read(_CHUNK)
+                    except (OSError, ValueError) as e:
+                        raise _unreachable(url, e) from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        except DataError:
+            raise
+        except urllib.error.HTTPError as e:
+            raise DataError(
+                f"could not download {url}: the server answered HTTP {e.code} {e.reason}; "
+                "pass local_path=... or use the bundled copy"
+            ) from None
+        except (urllib.error.URLError, ValueError) as e:
+            raise _unreachable(url, e) from None
+        except OSError as e:
+            if e.filename is None and disk_errno(e) is None:  # connecting, not writing
+                raise _unreachable(url, e) from None
+            raise
+
+
+def _unreachable(url: str, e: BaseException) -> DataError:
+    reason = getattr(e, "reason", e)
+    return DataError(
+        f"could not reach {url}: {reason}; pass local_path=... or use the bundled copy"
+    )
 
 
 def _extract_member(archive: Path, member: str, dest: Path, url: str) -> None:
@@ -242,8 +268,12 @@ def download(
         _verify(dest, source, "cached", "re-download it with force=True")
         return dest
     url = url or source.url
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.download-") as tmp:
+    make_folder(dest.parent)
+    # A full or read-only cache folder is one OutputError naming the cache file.
+    with (
+        output_errors(dest),
+        tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.download-") as tmp,
+    ):
         fetched = Path(tmp) / "download"
         _fetch(url, fetched, timeout)
         payload = fetched

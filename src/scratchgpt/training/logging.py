@@ -9,6 +9,8 @@ training batches in eval mode, the book's "train loss" curve). Samples go in a `
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -19,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from scratchgpt import __version__
-from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text, read_json
+from scratchgpt.fileio import (
+    PathLike,
+    atomic_write_json,
+    atomic_write_text,
+    output_error,
+    output_errors,
+    read_json,
+)
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -129,11 +138,18 @@ def truncate_metrics(path: PathLike, last_step: int) -> int:
 
 
 class MetricsLogger:
-    """Appends records to metrics.jsonl (flushed per line) and, if asked, to TensorBoard."""
+    """Appends records to metrics.jsonl (one unbuffered write per line) and, if asked, to
+    TensorBoard.
+
+    A record that does not fit on the disk is cut off again, so the file keeps whole lines
+    only, and the failure is one OutputError.
+    """
 
     def __init__(self, run_dir: PathLike, tensorboard: bool = False) -> None:
         self.path = Path(run_dir) / METRICS_FILE
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._last_step: int | None = None
+        with output_errors(self.path):
+            self._f: Any = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self._tb = None
         if tensorboard:
             try:
@@ -148,8 +164,8 @@ class MetricsLogger:
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
+        self._append((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._last_step = record.get("step", self._last_step)
         if self._tb is not None:
             step = record["step"]
             for key, value in record.items():
@@ -162,8 +178,33 @@ class MetricsLogger:
             if "sample" in record:
                 self._tb.add_text("sample", record["sample"], step)
 
+    def _append(self, data: bytes) -> None:
+        start = None
+        try:
+            start = self._f.seek(0, os.SEEK_END)
+            view = memoryview(data)
+            while view:
+                n = self._f.write(view)
+                if not n:  # a regular file that takes nothing is full
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                view = view[n:]
+        except OSError as e:
+            if start is not None:
+                with contextlib.suppress(OSError):
+                    self._f.truncate(start)  # no torn line for the next append to glue onto
+            kept = (
+                f"the log keeps its records up to step {self._last_step}"
+                if self._last_step is not None
+                else "the records already in it are kept"
+            )
+            err = output_error(e, self.path, note=kept)
+            if err is None:
+                raise
+            raise err from e
+
     def close(self) -> None:
-        self._f.close()
+        with contextlib.suppress(OSError):  # unbuffered: nothing is left to write
+            self._f.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import DataError
-from scratchgpt.fileio import PathLike, atomic_path
+from scratchgpt.fileio import PathLike, atomic_path, make_folder
 from scratchgpt.training.logging import METRICS_FILE, read_metrics
 
 
@@ -50,7 +50,7 @@ def plot_run(
     if not records:
         raise DataError(f"{metrics}: no records yet; plot again once training has logged a step")
     out = Path(out_dir) if out_dir is not None else run
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     written: list[Path] = []
 
     fig = Figure(figsize=(6, 3.5))

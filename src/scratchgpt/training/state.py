@@ -36,8 +36,15 @@ import numpy as np
 import torch
 
 from scratchgpt.config import GPTConfig
-from scratchgpt.errors import CheckpointError, ConfigError, DataError
-from scratchgpt.fileio import PathLike, atomic_folder, atomic_write_text, read_json, write_json
+from scratchgpt.errors import CheckpointError, ConfigError, DataError, OutputError
+from scratchgpt.fileio import (
+    PathLike,
+    atomic_folder,
+    atomic_write_text,
+    output_error_with_note,
+    read_json,
+    write_json,
+)
 
 # Loading weights into the model being resumed is the weights package's (one loader).
 from scratchgpt.weights.native import load_weights_into as load_weights_into
@@ -227,13 +234,26 @@ def save_training_checkpoint(
     root = Path(ckpt_root)
     name = step_dirname(step)
     final = root / name
-    # A folder already there can only be one that failed to load when the run resumed.
-    with atomic_folder(final, overwrite=True) as tmp:
-        write_checkpoint_files(tmp, model, tokenizer, metadata=metadata, label=str(final))
-        write_json(tmp / TRAIN_CONFIG_FILE, run_config)
-        state = {"format": STATE_FORMAT, "version": STATE_VERSION, **training_state}
-        torch.save(state, tmp / STATE_FILE)
-    atomic_write_text(root / LATEST_FILE, name + "\n")
+    previous = read_pointer(root, LATEST_FILE)
+    try:
+        # A folder already there can only be one that failed to load when the run resumed.
+        with atomic_folder(final, overwrite=True) as tmp:
+            write_checkpoint_files(tmp, model, tokenizer, metadata=metadata, label=str(final))
+            write_json(tmp / TRAIN_CONFIG_FILE, run_config)
+            state = {"format": STATE_FORMAT, "version": STATE_VERSION, **training_state}
+            # A file object, not a path: a failed write then raises its OSError (ENOSPC...)
+            # instead of the zip writer's "unexpected pos".
+            with open(tmp / STATE_FILE, "wb") as f:
+                torch.save(state, f)
+        atomic_write_text(root / LATEST_FILE, name + "\n")
+    except OutputError as e:
+        kept = (
+            f"the last checkpoint, {previous}, is intact (continue from it with resume=True, "
+            "CLI: --resume)"
+            if previous is not None and previous.is_dir()
+            else "no checkpoint of this run was saved yet"
+        )
+        raise output_error_with_note(e, kept) from e
     return final
 
 
