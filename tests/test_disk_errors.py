@@ -32,6 +32,7 @@ from scratchgpt.fileio import (
     atomic_write_json,
     output_error,
 )
+from scratchgpt.training.run_dir import LOCK_FILE
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -45,8 +46,9 @@ def one_thread():
 
 
 def hidden(folder: Path) -> list[str]:
-    """Temporary leftovers: the atomic writers name them ``.<name>.<hex>.tmp``."""
-    return sorted(p.name for p in folder.rglob(".*"))
+    """Temporary leftovers: the atomic writers name them ``.<name>.<hex>.tmp`` (the run folder's
+    lock file, which stays by design, is not one)."""
+    return sorted(p.name for p in folder.rglob(".*") if p.name != LOCK_FILE)
 
 
 def one_error_line(err: str) -> str:
