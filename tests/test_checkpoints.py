@@ -520,3 +520,11 @@ def test_loading_does_not_hold_two_copies(tmp_path):
     assert peak["ours"] < 1.3, peak
     assert peak["hf"] < 1.3, peak
     assert peak["bf16"] < 0.8, peak
+
+
+def test_weights_file_gets_the_same_permissions_as_the_other_files(tmp_path):
+    # safetensors writes through its own 0600 temporary file; a checkpoint must stay readable
+    # by whoever can read its config.json (a server user, a shared group).
+    ck = save_checkpoint(tmp_path / "ck", make_model())
+    mode = (ck / "config.json").stat().st_mode & 0o777
+    assert (ck / "model.safetensors").stat().st_mode & 0o777 == mode

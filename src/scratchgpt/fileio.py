@@ -64,6 +64,12 @@ def _umask() -> int:
     return mask
 
 
+def default_permissions(path: PathLike) -> None:
+    """Give a file the mode a plain ``open(path, "w")`` would (0666 less the umask): libraries
+    that write through their own temporary file (safetensors) leave it 0600."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def fsync_path(path: PathLike) -> None:
     """Flush a file or folder entry to disk (best effort: some filesystems refuse to flush a
     folder), except that a full disk, which some filesystems report only here, raises."""
@@ -302,7 +308,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():
-            os.chmod(tmp, 0o666 & ~_umask())
+            default_permissions(tmp)
             fsync_path(tmp)
             _refuse_existing(dest, overwrite)
             os.replace(tmp, dest)

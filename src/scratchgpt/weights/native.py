@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from scratchgpt import __version__
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError
-from scratchgpt.fileio import PathLike, atomic_folder, read_json, write_json
+from scratchgpt.fileio import PathLike, atomic_folder, default_permissions, read_json, write_json
 from scratchgpt.weights.tensors import (
     DictSource,
     SafetensorsSource,
@@ -128,6 +128,7 @@ def write_checkpoint_files(
         "metadata": meta,
     }
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    default_permissions(folder / WEIGHTS_FILE)
     # A few bytes of garbage inside the tensor data would load and generate nonsense: the
     # manifest records what was written, and loading checks it (see verify_weights).
     manifest["files"] = {WEIGHTS_FILE: file_digest(folder / WEIGHTS_FILE)}
