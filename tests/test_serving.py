@@ -69,16 +69,16 @@ class LiveServer:
         )
 
 
-def make_checkpoints(root: Path) -> dict[str, Path]:
+def make_checkpoints(root: Path, context: int = CONTEXT) -> dict[str, Path]:
     """A tiny random base model, the same weights as an alpaca instruction model, and a
-    two-label classifier, all with GPT-2's tokenizer."""
+    two-label classifier, all with GPT-2's tokenizer and a ``context``-token window."""
     from scratchgpt.model import GPTModel
     from scratchgpt.tasks.classify import classifier_metadata, make_classifier
     from scratchgpt.tokenizers import get_tokenizer
     from scratchgpt.weights import save_checkpoint
 
     tok = get_tokenizer("gpt2")
-    cfg = GPTConfig.from_preset("tiny", vocab_size=50257, context_length=CONTEXT)
+    cfg = GPTConfig.from_preset("tiny", vocab_size=50257, context_length=context)
     torch.manual_seed(1)
     model = GPTModel(cfg)
     paths = {"base": root / "base", "instruct": root / "instruct", "clf": root / "clf"}
@@ -86,7 +86,7 @@ def make_checkpoints(root: Path) -> dict[str, Path]:
     save_checkpoint(paths["instruct"], model, tok, metadata={"prompt_style": "alpaca"})
     torch.manual_seed(2)
     clf = make_classifier(GPTModel(cfg), 2, trainable="all")
-    meta = classifier_metadata(["ham", "spam"], 32, 50256, trainable="all")
+    meta = classifier_metadata(["ham", "spam"], min(32, context), 50256, trainable="all")
     save_checkpoint(paths["clf"], clf, tok, metadata=meta)
     return paths
 

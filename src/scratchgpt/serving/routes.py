@@ -14,8 +14,9 @@ import hmac
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scratchgpt.generation import SamplingConfig, encode_prompt
 from scratchgpt.serving.engine import Engine, Job
@@ -58,7 +59,20 @@ def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def check_key(request: Request) -> None:
+# Declares the key in /openapi.json (components.securitySchemes and each route's security);
+# the check itself is check_key's, as the scheme alone cannot tell whether a key was configured.
+bearer = HTTPBearer(
+    auto_error=False,
+    description=(
+        "The API key, sent as 'Authorization: Bearer KEY'. Needed only when the server was "
+        "started with one (scratchgpt serve --api-key-env VAR); otherwise any or no key works."
+    ),
+)
+
+
+def check_key(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+) -> None:
     """With an API key set, require ``Authorization: Bearer KEY`` (401 otherwise)."""
     api_key = request.app.state.api_key
     if api_key is None:
