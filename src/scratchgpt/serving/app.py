@@ -35,10 +35,12 @@ def create_app(
     timeout: float = 60.0,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     engine: Engine | None = None,
+    truncate_history: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving ``served``; requests to ``/v1/*`` need ``Authorization: Bearer
     api_key`` when a key is given. At most ``max_queue`` requests wait (503 beyond), each may
-    take ``timeout`` seconds, bodies over ``max_body_bytes`` get 413."""
+    take ``timeout`` seconds, bodies over ``max_body_bytes`` get 413. ``truncate_history``: chat
+    requests drop their oldest turns to fit the context unless they say otherwise."""
     eng = engine or Engine(max_queue=max_queue, timeout=timeout)
 
     @asynccontextmanager
@@ -55,6 +57,7 @@ def create_app(
     app.state.engine = eng
     app.state.served = served
     app.state.api_key = api_key
+    app.state.truncate_history = truncate_history
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
     install_error_handlers(app)
     app.include_router(routes.common)

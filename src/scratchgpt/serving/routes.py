@@ -21,10 +21,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from scratchgpt.generation import SamplingConfig, encode_prompt
 from scratchgpt.serving.engine import Engine, Job
 from scratchgpt.serving.errors import APIError
+from scratchgpt.serving.history import fit_chat
 from scratchgpt.serving.jobs import collect, event_stream, submit
 from scratchgpt.serving.model import (
     ServedModel,
-    chat_prompt,
     classify_texts,
     message_text,
     run_generation,
@@ -70,6 +70,11 @@ bearer = HTTPBearer(
 )
 
 
+def get_truncate_history(request: Request) -> bool:
+    """Whether chat requests drop their oldest turns to fit unless they say otherwise."""
+    return getattr(request.app.state, "truncate_history", True)
+
+
 def check_key(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
 ) -> None:
@@ -92,6 +97,7 @@ def check_key(
 
 Served = Annotated[ServedModel, Depends(get_served)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+TruncateDefault = Annotated[bool, Depends(get_truncate_history)]
 AUTH = [Depends(check_key)]
 
 common = APIRouter()
@@ -171,7 +177,12 @@ def encode(served: ServedModel, text: str) -> list[int]:
 
 
 def token_budget(
-    served: ServedModel, prompts: list[list[int]], asked: int | None, default: int, param: str
+    served: ServedModel,
+    prompts: list[list[int]],
+    asked: int | None,
+    default: int,
+    param: str,
+    hint: str = "",
 ) -> int:
     """Tokens to generate: ``asked``, or ``default`` cut to what fits; 400 when the longest
     prompt leaves no room in the context window or ``asked`` does not fit."""
@@ -182,7 +193,7 @@ def token_budget(
         raise APIError(
             400,
             f"this model's maximum context length is {ctx} tokens and the prompt has "
-            f"{longest}; shorten the prompt",
+            f"{longest}; shorten the prompt{hint}",
             param=param,
             code="context_length_exceeded",
         )
@@ -192,7 +203,7 @@ def token_budget(
         raise APIError(
             400,
             f"this model's maximum context length is {ctx} tokens; the prompt has {longest} "
-            f"and max_tokens asks for {asked} more: lower max_tokens to at most {room}",
+            f"and max_tokens asks for {asked} more: lower max_tokens to at most {room}{hint}",
             param="max_tokens",
             code="context_length_exceeded",
         )
@@ -263,21 +274,32 @@ async def completions(
 
 @generation.post("/v1/chat/completions")
 async def chat_completions(
-    body: ChatRequest, request: Request, served: Served, engine: EngineDep
+    body: ChatRequest,
+    request: Request,
+    served: Served,
+    engine: EngineDep,
+    truncate_default: TruncateDefault = True,
 ) -> Any:
-    """Answer a conversation, rendered in the checkpoint's prompt style."""
+    """Answer a conversation, rendered in the checkpoint's prompt style; the oldest turns are
+    dropped when it does not fit with the reply (``truncate_history``)."""
     check_model(body.model, served)
     messages = [(m.role, message_text(m.content)) for m in body.messages]
-    prompt, turn_end = chat_prompt(served, messages)
-    prompts = [encode(served, prompt)]
     asked = body.max_completion_tokens or body.max_tokens
-    max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages")
-    stop = stop_strings(body, turn_end)
+    truncate = truncate_default if body.truncate_history is None else body.truncate_history
+    # The room kept for the reply: max_tokens, or the default reply length (at most half the
+    # context, so that a small model keeps some history).
+    reserve = asked or min(DEFAULT_CHAT_MAX_TOKENS, served.context_length // 2)
+    chat = fit_chat(
+        served, messages, reserve=reserve, truncate=truncate, encode=lambda t: encode(served, t)
+    )
+    prompts = [chat.ids]
+    hint = "" if truncate else ", or send truncate_history: true to drop the oldest turns"
+    max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages", hint)
+    stop = stop_strings(body, chat.stop)
     job = start_generation(served, engine, body, prompts, max_tokens, stop)
     kind = "chat.completion.chunk" if body.stream else "chat.completion"
-    fmt = ChatFormat(
-        response_head("chatcmpl", kind, served.name), prompts, body.n, body.include_usage
-    )
+    head = response_head("chatcmpl", kind, served.name)
+    fmt = ChatFormat(head, prompts, body.n, body.include_usage, chat.dropped)
     if body.stream:
         return event_stream(job, fmt, body.n, engine.timeout)
     return fmt.response(await collect(job, request, engine.timeout))

@@ -74,6 +74,15 @@ class ChatRequest(SamplingRequest):
 
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    truncate_history: bool | None = Field(
+        None,
+        description=(
+            "scratchgpt extension: when the conversation and max_tokens do not fit the "
+            "context, drop the oldest turns (system messages and the last turn are kept); the "
+            "response's truncated_messages says how many messages were dropped. Default: on, "
+            "unless the server was started with --no-truncate-history"
+        ),
+    )
 
 
 class ClassifyRequest(_Body):
