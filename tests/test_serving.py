@@ -143,6 +143,7 @@ def test_models_and_health(live, base):
         client.models.retrieve("gpt-4")
     health = httpx.get(live.url + "/health").json()
     assert health["status"] == "ok" and health["kind"] == "completion"
+    assert health["api_key_required"] is False
 
 
 def test_greedy_completion_equals_generate(live, base):
@@ -355,7 +356,8 @@ def test_api_key(base):
         assert r.status_code == 401
         assert server.client("s3cret").models.list().data[0].id == "base"
         # The page and the health check stay open: the page asks for the key itself.
-        assert httpx.get(server.url + "/health").status_code == 200
+        health = httpx.get(server.url + "/health")
+        assert health.status_code == 200 and health.json()["api_key_required"] is True
         assert httpx.get(server.url + "/").status_code == 200
 
 

@@ -137,13 +137,24 @@ async def chat_page() -> HTMLResponse:
     return HTMLResponse(page)
 
 
+def get_key_required(request: Request) -> bool:
+    """Whether the server was started with an API key."""
+    return request.app.state.api_key is not None
+
+
 @common.get("/health")
-async def health(served: Served, engine: EngineDep) -> dict[str, Any]:
-    """Liveness and the queue's state."""
+async def health(
+    served: Served,
+    engine: EngineDep,
+    key_required: Annotated[bool, Depends(get_key_required)] = False,
+) -> dict[str, Any]:
+    """Liveness, the queue's state, and whether ``/v1/*`` needs an API key (the chat page asks
+    for one before its first request)."""
     return {
         "status": "ok",
         "model": served.name,
         "kind": served.kind,
+        "api_key_required": key_required,
         "queued": engine.queued,
         "running": engine.running,
         "max_queue": engine.max_queue,
