@@ -9,8 +9,29 @@ import threading
 import pytest
 
 pytest.importorskip("fastapi")
-from scratchgpt.serving import create_app, load_served_model  # noqa: E402
-from test_serving import LiveServer, httpx, make_checkpoints  # noqa: E402
+from scratchgpt.serving import create_app, load_served_model
+from test_serving import LiveServer, httpx, make_checkpoints
+
+
+def _stream_through_shutdown(live: LiveServer, gate: threading.Event) -> list[str]:
+    """Start a streamed reply, ask the server to stop, check that it refuses new connections,
+    then let the generation go on; returns the reply's events."""
+    body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True}
+    with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        events = [next(line for line in lines if line.startswith("data: "))]
+        live.server.should_exit = True  # what uvicorn does on SIGINT or SIGTERM
+        pause = threading.Event()  # never set: a wait that cannot be cut short
+        for _ in range(300):
+            try:
+                httpx.get(live.url + "/health", timeout=5)
+            except httpx.TransportError:
+                break
+            pause.wait(0.1)
+        else:
+            raise AssertionError("the server still accepts connections")
+        gate.set()
+        return events + [line for line in lines if line.startswith("data: ")]
 
 
 def test_a_reply_in_flight_finishes_after_shutdown_starts(tmp_path):
@@ -24,25 +45,9 @@ def test_a_reply_in_flight_finishes_after_shutdown_starts(tmp_path):
 
     served.model.register_forward_hook(hook)
     live = LiveServer(create_app(served))
-    body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True}
     try:
         with live:
-            with httpx.stream("POST", live.url + "/v1/completions", json=body, timeout=60) as r:
-                lines = r.iter_lines()
-                events = [next(line for line in lines if line.startswith("data: "))]
-                live.server.should_exit = True  # what uvicorn does on SIGINT or SIGTERM
-                # New connections are refused while the reply is still being written.
-                deadline = threading.Event()
-                for _ in range(300):
-                    try:
-                        httpx.get(live.url + "/health", timeout=5)
-                    except httpx.TransportError:
-                        break
-                    deadline.wait(0.1)
-                else:
-                    raise AssertionError("the server still accepts connections")
-                gate.set()
-                events += [line for line in lines if line.startswith("data: ")]
+            events = _stream_through_shutdown(live, gate)
     finally:
         gate.set()
     assert events[-1] == "data: [DONE]"
