@@ -1,7 +1,8 @@
 """Schemathesis against the server's own ``/openapi.json``, in-process (ASGI): a bounded,
 derandomized set of schema-valid and schema-breaking requests to every operation, with and
 without an API key configured, never gets a 5xx, and every error is in OpenAI's shape. Also: the
-document declares the bearer-key security scheme on the routes that check the key."""
+document declares the bearer-key security scheme on the routes that check the key, and the error
+responses as they are answered; the fuzzer checks statuses, content types and bodies against it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
+from schemathesis import checks as st_checks  # noqa: E402
 
 from scratchgpt.serving import create_app, load_served_model  # noqa: E402
 from test_serving import make_checkpoints  # noqa: E402
@@ -57,6 +59,15 @@ def _fuzz(app, *, api_key: str | None, send_key: bool, examples: int = MAX_EXAMP
     """Run every operation of ``app``'s schema; returns how many requests were made."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and send_key else None
     calls = 0
+    # Statuses and bodies as documented; with a key, also that a request without it is refused.
+    checks = [
+        st_checks.not_a_server_error,
+        st_checks.status_code_conformance,
+        st_checks.content_type_conformance,
+        st_checks.response_schema_conformance,
+    ]
+    if headers is not None:
+        checks.append(st_checks.ignored_auth)
     for result in _schema(app).get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -70,6 +81,7 @@ def _fuzz(app, *, api_key: str | None, send_key: bool, examples: int = MAX_EXAMP
                 calls += 1
                 response = case.call(headers=headers)
                 _check_response(case, response, api_key, sent_key=headers is not None)
+                case.validate_response(response, checks=checks, headers=headers)
 
             # Nothing in some operations can break their schema (GET /health): Unsatisfiable.
             with contextlib.suppress(Unsatisfiable):
@@ -91,6 +103,13 @@ def test_openapi_declares_the_bearer_key_scheme(served):
         "/v1/completions",
         "/v1/chat/completions",
     }
+    # Errors are documented as they are answered: OpenAI's error object, 400 for a bad body.
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert "422" not in responses and {"400", "401", "503", "504"} <= set(responses)
+        ref = responses["400"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorResponse")
+        assert "text/event-stream" in responses["200"]["content"]
     clf = _schema(create_app(served["clf"])).raw_schema
     assert {p for p in clf["paths"] if p.startswith("/v1/c")} == {"/v1/classify"}
 

@@ -37,6 +37,7 @@ from scratchgpt.serving.schemas import (
     ChatRequest,
     ClassifyRequest,
     CompletionRequest,
+    ErrorResponse,
     SamplingRequest,
 )
 
@@ -95,14 +96,44 @@ def check_key(
         raise APIError(401, "invalid API key", "authentication_error", code="invalid_api_key")
 
 
+def _errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route, for /openapi.json: ``s401="..."`` and so on."""
+    return {
+        int(code[1:]): {"model": ErrorResponse, "description": text}
+        for code, text in described.items()
+    }
+
+
+KEY_ERRORS = _errors(s401="a key is configured and the request has none or a wrong one")
+BODY_ERRORS = _errors(
+    s400="malformed JSON, an invalid field, or a prompt beyond the context window",
+    s401="a key is configured and the request has none or a wrong one",
+    s404="an unknown model",
+    s413="the body is larger than the server's limit",
+    s503="the queue is full (with a Retry-After header)",
+    s504="the request ran past the server's time limit",
+)
+
 Served = Annotated[ServedModel, Depends(get_served)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 TruncateDefault = Annotated[bool, Depends(get_truncate_history)]
 AUTH = [Depends(check_key)]
 
 common = APIRouter()
-generation = APIRouter(dependencies=AUTH)
-classification = APIRouter(dependencies=AUTH)
+STREAMED = {
+    200: {
+        "description": "the response; with stream: true, server-sent events of chunks, ending "
+        "with data: [DONE]",
+        # Each event: a JSON chunk (or the error object) in data, then "[DONE]".
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "object", "properties": {"data": {"type": "string"}}}
+            }
+        },
+    }
+}
+generation = APIRouter(dependencies=AUTH, responses={**STREAMED, **BODY_ERRORS})
+classification = APIRouter(dependencies=AUTH, responses=BODY_ERRORS)
 
 
 def check_model(name: str | None, served: ServedModel) -> None:
@@ -162,13 +193,17 @@ async def health(
     }
 
 
-@common.get("/v1/models", dependencies=AUTH)
+@common.get("/v1/models", dependencies=AUTH, responses=KEY_ERRORS)
 async def list_models(served: Served) -> dict[str, Any]:
     """The one model this server serves."""
     return {"object": "list", "data": [model_card(served)]}
 
 
-@common.get("/v1/models/{model_id:path}", dependencies=AUTH)
+@common.get(
+    "/v1/models/{model_id:path}",
+    dependencies=AUTH,
+    responses={**KEY_ERRORS, **_errors(s404="an unknown model")},
+)
 async def get_model(model_id: str, served: Served) -> dict[str, Any]:
     """One model by id."""
     check_model(model_id, served)

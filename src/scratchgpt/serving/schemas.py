@@ -17,6 +17,7 @@ __all__ = [
     "ChatRequest",
     "ClassifyRequest",
     "CompletionRequest",
+    "ErrorResponse",
     "SamplingRequest",
     "TextPart",
 ]
@@ -90,3 +91,16 @@ class ClassifyRequest(_Body):
 
     model: str | None = None
     input: str | list[str] = Field(..., description="a text or a list of texts")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: OpenAI's error object (documented in ``/openapi.json``)."""
+
+    error: ErrorDetail
