@@ -23,7 +23,7 @@ from test_serving import make_checkpoints  # noqa: E402
 
 KEY = "s3cret"
 CONTEXT = 40  # tokens: room for the alpaca template and a few tokens of reply
-MAX_EXAMPLES = 15  # per operation and mode: about 150 requests per app, seconds each
+MAX_EXAMPLES = 12  # per operation and mode: about 120 requests per app, seconds each
 AUTHED = {"/v1/models", "/v1/models/{model_id}", "/v1/completions", "/v1/chat/completions",
           "/v1/classify"}  # fmt: skip
 
@@ -114,7 +114,7 @@ def test_openapi_declares_the_bearer_key_scheme(served):
     assert {p for p in clf["paths"] if p.startswith("/v1/c")} == {"/v1/classify"}
 
 
-@pytest.mark.parametrize("model", ["instruct", "base", "clf"])
+@pytest.mark.parametrize("model", ["instruct", "clf"])
 def test_fuzz_without_a_key(served, model):
     app = create_app(served[model], timeout=30)
     assert _fuzz(app, api_key=None, send_key=False) > 5 * MAX_EXAMPLES

@@ -19,6 +19,15 @@ from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scratchgpt.generation import SamplingConfig, encode_prompt
+from scratchgpt.serving.documents import (
+    ChatResponse,
+    ClassifyResponse,
+    CompletionResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    documented,
+)
 from scratchgpt.serving.engine import Engine, Job
 from scratchgpt.serving.errors import APIError
 from scratchgpt.serving.history import fit_chat
@@ -120,19 +129,7 @@ TruncateDefault = Annotated[bool, Depends(get_truncate_history)]
 AUTH = [Depends(check_key)]
 
 common = APIRouter()
-STREAMED = {
-    200: {
-        "description": "the response; with stream: true, server-sent events of chunks, ending "
-        "with data: [DONE]",
-        # Each event: a JSON chunk (or the error object) in data, then "[DONE]".
-        "content": {
-            "text/event-stream": {
-                "schema": {"type": "object", "properties": {"data": {"type": "string"}}}
-            }
-        },
-    }
-}
-generation = APIRouter(dependencies=AUTH, responses={**STREAMED, **BODY_ERRORS})
+generation = APIRouter(dependencies=AUTH, responses=BODY_ERRORS)
 classification = APIRouter(dependencies=AUTH, responses=BODY_ERRORS)
 
 
@@ -173,7 +170,7 @@ def get_key_required(request: Request) -> bool:
     return request.app.state.api_key is not None
 
 
-@common.get("/health")
+@common.get("/health", response_model=None, responses=documented(Health, "the server's state"))
 async def health(
     served: Served,
     engine: EngineDep,
@@ -193,7 +190,12 @@ async def health(
     }
 
 
-@common.get("/v1/models", dependencies=AUTH, responses=KEY_ERRORS)
+@common.get(
+    "/v1/models",
+    dependencies=AUTH,
+    response_model=None,
+    responses={**documented(ModelList, "the one model served"), **KEY_ERRORS},
+)
 async def list_models(served: Served) -> dict[str, Any]:
     """The one model this server serves."""
     return {"object": "list", "data": [model_card(served)]}
@@ -202,7 +204,12 @@ async def list_models(served: Served) -> dict[str, Any]:
 @common.get(
     "/v1/models/{model_id:path}",
     dependencies=AUTH,
-    responses={**KEY_ERRORS, **_errors(s404="an unknown model")},
+    response_model=None,
+    responses={
+        **documented(ModelCard, "the model"),
+        **KEY_ERRORS,
+        **_errors(s404="an unknown model"),
+    },
 )
 async def get_model(model_id: str, served: Served) -> dict[str, Any]:
     """One model by id."""
@@ -297,7 +304,11 @@ def start_generation(
 # Completions, chat completions, classification
 
 
-@generation.post("/v1/completions")
+@generation.post(
+    "/v1/completions",
+    response_model=None,
+    responses=documented(CompletionResponse, "the completion", stream=True),
+)
 async def completions(
     body: CompletionRequest, request: Request, served: Served, engine: EngineDep
 ) -> Any:
@@ -318,7 +329,11 @@ async def completions(
     return fmt.response(await collect(job, request, engine.timeout))
 
 
-@generation.post("/v1/chat/completions")
+@generation.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses=documented(ChatResponse, "the reply", stream=True),
+)
 async def chat_completions(
     body: ChatRequest,
     request: Request,
@@ -351,7 +366,11 @@ async def chat_completions(
     return fmt.response(await collect(job, request, engine.timeout))
 
 
-@classification.post("/v1/classify")
+@classification.post(
+    "/v1/classify",
+    response_model=None,
+    responses=documented(ClassifyResponse, "a label for each text"),
+)
 async def classify(
     body: ClassifyRequest, request: Request, served: Served, engine: EngineDep
 ) -> Any:
