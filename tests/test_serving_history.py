@@ -100,6 +100,10 @@ def test_a_last_message_too_long_alone_is_still_refused(served):
         r = ask(client, long)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "context_length_exceeded"
+    with TestClient(create_app(served, truncate_history=False)) as client:
+        r = ask(client, long)
+    # Dropping turns would not help: the message does not suggest it.
+    assert r.status_code == 400 and "truncate_history" not in r.json()["error"]["message"]
 
 
 def test_cli_flag_turns_truncation_off():

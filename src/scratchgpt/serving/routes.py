@@ -30,7 +30,7 @@ from scratchgpt.serving.documents import (
 )
 from scratchgpt.serving.engine import Engine, Job
 from scratchgpt.serving.errors import APIError
-from scratchgpt.serving.history import fit_chat
+from scratchgpt.serving.history import fit_chat, turn_starts
 from scratchgpt.serving.jobs import collect, event_stream, submit
 from scratchgpt.serving.model import (
     ServedModel,
@@ -354,7 +354,8 @@ async def chat_completions(
         served, messages, reserve=reserve, truncate=truncate, encode=lambda t: encode(served, t)
     )
     prompts = [chat.ids]
-    hint = "" if truncate else ", or send truncate_history: true to drop the oldest turns"
+    could_drop = not truncate and len(turn_starts(messages)) > 1
+    hint = ", or send truncate_history: true to drop the oldest turns" if could_drop else ""
     max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages", hint)
     stop = stop_strings(body, chat.stop)
     job = start_generation(served, engine, body, prompts, max_tokens, stop)
