@@ -69,16 +69,16 @@ class LiveServer:
         )
 
 
-def make_checkpoints(root: Path) -> dict[str, Path]:
+def make_checkpoints(root: Path, context: int = CONTEXT) -> dict[str, Path]:
     """A tiny random base model, the same weights as an alpaca instruction model, and a
-    two-label classifier, all with GPT-2's tokenizer."""
+    two-label classifier, all with GPT-2's tokenizer and a ``context``-token window."""
     from scratchgpt.model import GPTModel
     from scratchgpt.tasks.classify import classifier_metadata, make_classifier
     from scratchgpt.tokenizers import get_tokenizer
     from scratchgpt.weights import save_checkpoint
 
     tok = get_tokenizer("gpt2")
-    cfg = GPTConfig.from_preset("tiny", vocab_size=50257, context_length=CONTEXT)
+    cfg = GPTConfig.from_preset("tiny", vocab_size=50257, context_length=context)
     torch.manual_seed(1)
     model = GPTModel(cfg)
     paths = {"base": root / "base", "instruct": root / "instruct", "clf": root / "clf"}
@@ -86,7 +86,7 @@ def make_checkpoints(root: Path) -> dict[str, Path]:
     save_checkpoint(paths["instruct"], model, tok, metadata={"prompt_style": "alpaca"})
     torch.manual_seed(2)
     clf = make_classifier(GPTModel(cfg), 2, trainable="all")
-    meta = classifier_metadata(["ham", "spam"], 32, 50256, trainable="all")
+    meta = classifier_metadata(["ham", "spam"], min(32, context), 50256, trainable="all")
     save_checkpoint(paths["clf"], clf, tok, metadata=meta)
     return paths
 
@@ -143,6 +143,7 @@ def test_models_and_health(live, base):
         client.models.retrieve("gpt-4")
     health = httpx.get(live.url + "/health").json()
     assert health["status"] == "ok" and health["kind"] == "completion"
+    assert health["api_key_required"] is False
 
 
 def test_greedy_completion_equals_generate(live, base):
@@ -355,7 +356,8 @@ def test_api_key(base):
         assert r.status_code == 401
         assert server.client("s3cret").models.list().data[0].id == "base"
         # The page and the health check stay open: the page asks for the key itself.
-        assert httpx.get(server.url + "/health").status_code == 200
+        health = httpx.get(server.url + "/health")
+        assert health.status_code == 200 and health.json()["api_key_required"] is True
         assert httpx.get(server.url + "/").status_code == 200
 
 

@@ -137,3 +137,97 @@ def test_chat_page_shows_errors(server, browser):
     error = browser.find_element(By.CSS_SELECTOR, ".error").text
     assert "400" in error and "maximum context length is 64" in error
     assert not browser.find_elements(By.CSS_SELECTOR, ".assistant")
+
+
+def _set_max_tokens(browser, n: int) -> None:
+    tokens = browser.find_element(By.ID, "max-tokens")
+    tokens.clear()
+    tokens.send_keys(str(n))
+
+
+def test_a_long_chat_on_a_small_context_keeps_going(server, browser):
+    # Each message is about 15 tokens: three of them and the replies overflow the 64-token
+    # window with 20 tokens kept for the reply; the page goes on, saying what it left out.
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "model").text == "model: base")
+    _set_max_tokens(browser, 20)
+    for i in range(4):
+        _send(browser, f"Message {i}: tell me one more thing about the long history of the sea")
+        _wait_idle(browser)
+        assert not browser.find_elements(By.CSS_SELECTOR, ".error"), i
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".assistant")) == 4
+    notes = browser.find_elements(By.CSS_SELECTOR, ".note")
+    assert notes and "left out" in notes[0].text
+
+
+@pytest.fixture
+def gated(tmp_path_factory):
+    """A server whose generation halts after its third forward pass until ``gate`` is set."""
+    import threading
+
+    paths = make_checkpoints(tmp_path_factory.mktemp("gated"))
+    served = load_served_model(paths["base"])
+    gate, calls = threading.Event(), []
+
+    def hook(*_):
+        calls.append(1)
+        if len(calls) >= 3:
+            gate.wait(30)
+
+    served.model.register_forward_hook(hook)
+    with LiveServer(create_app(served)) as live:
+        try:
+            yield live, gate
+        finally:
+            gate.set()
+
+
+def test_a_stopped_reply_is_marked_as_stopped(gated, browser):
+    live, gate = gated
+    browser.get(live.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "model").text == "model: base")
+    _set_max_tokens(browser, 30)
+    _send(browser, "Hello there")
+    bubble = WebDriverWait(browser, 30).until(
+        lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, ".assistant") if b.text]
+    )[0]
+    browser.find_element(By.ID, "stop").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "send").is_enabled())
+    gate.set()
+    assert bubble.get_attribute("data-stopped") == "true"
+    after = browser.execute_script(
+        "return getComputedStyle(arguments[0], '::after').content", bubble
+    )
+    assert "stopped" in after
+    assert not browser.find_elements(By.CSS_SELECTOR, ".error")
+
+
+@pytest.fixture
+def keyed(tmp_path_factory):
+    paths = make_checkpoints(tmp_path_factory.mktemp("keyed"))
+    with LiveServer(create_app(load_served_model(paths["base"]), api_key="s3cret")) as live:
+        yield live
+
+
+def test_the_page_asks_for_the_key_before_any_error(keyed, browser):
+    browser.get(keyed.url + "/")
+    model = browser.find_element(By.ID, "model")
+    WebDriverWait(browser, 30).until(lambda d: "needs an API key" in model.text)
+    assert "401" not in model.text and not browser.find_elements(By.CSS_SELECTOR, ".error")
+    # Sending without the key asks for it again and keeps the text.
+    _send(browser, "Hello")
+    assert browser.find_element(By.ID, "input").get_attribute("value") == "Hello"
+    assert not browser.find_elements(By.CSS_SELECTOR, ".msg")
+    # A wrong key is told apart, still without an error in the conversation.
+    key = browser.find_element(By.ID, "api-key")
+    key.send_keys("wrong\t")
+    WebDriverWait(browser, 30).until(lambda d: "refused" in model.text)
+    key.clear()
+    key.send_keys("s3cret\t")
+    WebDriverWait(browser, 30).until(lambda d: model.text == "model: base")
+    _set_max_tokens(browser, 4)
+    browser.find_element(By.ID, "send").click()
+    _wait_idle(browser)
+    assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, ".user")] == ["Hello"]
+    assert browser.find_elements(By.CSS_SELECTOR, ".assistant")
+    assert not browser.find_elements(By.CSS_SELECTOR, ".error")

@@ -43,6 +43,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-queue", type=int, default=16, help="waiting requests before 503")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger bodies get 413")
+    p.add_argument(
+        "--no-truncate-history",
+        dest="truncate_history",
+        action="store_false",
+        help="refuse (400) a chat that does not fit the context instead of dropping its oldest "
+        "turns (a request's truncate_history field still decides for itself)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         timeout=args.timeout,
         max_body_bytes=args.max_body_bytes,
+        truncate_history=args.truncate_history,
     )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)

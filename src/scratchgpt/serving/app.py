@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -35,10 +36,12 @@ def create_app(
     timeout: float = 60.0,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     engine: Engine | None = None,
+    truncate_history: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving ``served``; requests to ``/v1/*`` need ``Authorization: Bearer
     api_key`` when a key is given. At most ``max_queue`` requests wait (503 beyond), each may
-    take ``timeout`` seconds, bodies over ``max_body_bytes`` get 413."""
+    take ``timeout`` seconds, bodies over ``max_body_bytes`` get 413. ``truncate_history``: chat
+    requests drop their oldest turns to fit the context unless they say otherwise."""
     eng = engine or Engine(max_queue=max_queue, timeout=timeout)
 
     @asynccontextmanager
@@ -55,6 +58,7 @@ def create_app(
     app.state.engine = eng
     app.state.served = served
     app.state.api_key = api_key
+    app.state.truncate_history = truncate_history
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
     install_error_handlers(app)
     app.include_router(routes.common)
@@ -62,4 +66,19 @@ def create_app(
         app.include_router(routes.classification)
     else:
         app.include_router(routes.generation)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document without its 422 responses: an invalid body gets 400 here, in OpenAI's
+    shape (documented on each route)."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -30,6 +30,7 @@ _STATUS_TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
 }
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"  # a body FastAPI cannot decode
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
 
@@ -126,6 +127,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     message = str(exc.detail)
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 400 and message == _FASTAPI_BODY_ERROR:
+        message = "the request body is not valid JSON (or not UTF-8 text); send a JSON object"
     etype = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
     return JSONResponse(error_body(message, etype), exc.status_code, headers=exc.headers)
 

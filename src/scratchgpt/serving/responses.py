@@ -73,16 +73,21 @@ class CompletionFormat(_Format):
         return self._whole(result, choices)
 
 
+@dataclass
 class ChatFormat(_Format):
     """``chat.completion`` objects, or ``chat.completion.chunk`` deltas when streamed (the first
-    delta of each choice gives the assistant role)."""
+    delta of each choice gives the assistant role). Both carry ``truncated_messages``: how many
+    of the oldest messages were left out to fit the context (in the first chunk of a stream)."""
+
+    truncated_messages: int = 0
 
     def _delta(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**self.head, "choices": [choice]}
 
     def opening(self, index: int) -> dict[str, Any] | None:
-        return self._delta(index, {"role": "assistant", "content": ""}, None)
+        chunk = self._delta(index, {"role": "assistant", "content": ""}, None)
+        return {**chunk, "truncated_messages": self.truncated_messages}
 
     def piece(self, index: int, text: str) -> dict[str, Any]:
         return self._delta(index, {"content": text}, None)
@@ -101,4 +106,4 @@ class ChatFormat(_Format):
             }
             for c in result
         ]
-        return self._whole(result, choices)
+        return {**self._whole(result, choices), "truncated_messages": self.truncated_messages}

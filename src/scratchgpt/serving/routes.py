@@ -14,16 +14,26 @@ import hmac
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scratchgpt.generation import SamplingConfig, encode_prompt
+from scratchgpt.serving.documents import (
+    ChatResponse,
+    ClassifyResponse,
+    CompletionResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    documented,
+)
 from scratchgpt.serving.engine import Engine, Job
 from scratchgpt.serving.errors import APIError
+from scratchgpt.serving.history import fit_chat, turn_starts
 from scratchgpt.serving.jobs import collect, event_stream, submit
 from scratchgpt.serving.model import (
     ServedModel,
-    chat_prompt,
     classify_texts,
     message_text,
     run_generation,
@@ -36,6 +46,7 @@ from scratchgpt.serving.schemas import (
     ChatRequest,
     ClassifyRequest,
     CompletionRequest,
+    ErrorResponse,
     SamplingRequest,
 )
 
@@ -58,7 +69,25 @@ def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def check_key(request: Request) -> None:
+# Declares the key in /openapi.json (components.securitySchemes and each route's security);
+# the check itself is check_key's, as the scheme alone cannot tell whether a key was configured.
+bearer = HTTPBearer(
+    auto_error=False,
+    description=(
+        "The API key, sent as 'Authorization: Bearer KEY'. Needed only when the server was "
+        "started with one (scratchgpt serve --api-key-env VAR); otherwise any or no key works."
+    ),
+)
+
+
+def get_truncate_history(request: Request) -> bool:
+    """Whether chat requests drop their oldest turns to fit unless they say otherwise."""
+    return getattr(request.app.state, "truncate_history", True)
+
+
+def check_key(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+) -> None:
     """With an API key set, require ``Authorization: Bearer KEY`` (401 otherwise)."""
     api_key = request.app.state.api_key
     if api_key is None:
@@ -76,13 +105,32 @@ def check_key(request: Request) -> None:
         raise APIError(401, "invalid API key", "authentication_error", code="invalid_api_key")
 
 
+def _errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route, for /openapi.json: ``s401="..."`` and so on."""
+    return {
+        int(code[1:]): {"model": ErrorResponse, "description": text}
+        for code, text in described.items()
+    }
+
+
+KEY_ERRORS = _errors(s401="a key is configured and the request has none or a wrong one")
+BODY_ERRORS = _errors(
+    s400="malformed JSON, an invalid field, or a prompt beyond the context window",
+    s401="a key is configured and the request has none or a wrong one",
+    s404="an unknown model",
+    s413="the body is larger than the server's limit",
+    s503="the queue is full (with a Retry-After header)",
+    s504="the request ran past the server's time limit",
+)
+
 Served = Annotated[ServedModel, Depends(get_served)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+TruncateDefault = Annotated[bool, Depends(get_truncate_history)]
 AUTH = [Depends(check_key)]
 
 common = APIRouter()
-generation = APIRouter(dependencies=AUTH)
-classification = APIRouter(dependencies=AUTH)
+generation = APIRouter(dependencies=AUTH, responses=BODY_ERRORS)
+classification = APIRouter(dependencies=AUTH, responses=BODY_ERRORS)
 
 
 def check_model(name: str | None, served: ServedModel) -> None:
@@ -117,13 +165,24 @@ async def chat_page() -> HTMLResponse:
     return HTMLResponse(page)
 
 
-@common.get("/health")
-async def health(served: Served, engine: EngineDep) -> dict[str, Any]:
-    """Liveness and the queue's state."""
+def get_key_required(request: Request) -> bool:
+    """Whether the server was started with an API key."""
+    return request.app.state.api_key is not None
+
+
+@common.get("/health", response_model=None, responses=documented(Health, "the server's state"))
+async def health(
+    served: Served,
+    engine: EngineDep,
+    key_required: Annotated[bool, Depends(get_key_required)] = False,
+) -> dict[str, Any]:
+    """Liveness, the queue's state, and whether ``/v1/*`` needs an API key (the chat page asks
+    for one before its first request)."""
     return {
         "status": "ok",
         "model": served.name,
         "kind": served.kind,
+        "api_key_required": key_required,
         "queued": engine.queued,
         "running": engine.running,
         "max_queue": engine.max_queue,
@@ -131,13 +190,27 @@ async def health(served: Served, engine: EngineDep) -> dict[str, Any]:
     }
 
 
-@common.get("/v1/models", dependencies=AUTH)
+@common.get(
+    "/v1/models",
+    dependencies=AUTH,
+    response_model=None,
+    responses={**documented(ModelList, "the one model served"), **KEY_ERRORS},
+)
 async def list_models(served: Served) -> dict[str, Any]:
     """The one model this server serves."""
     return {"object": "list", "data": [model_card(served)]}
 
 
-@common.get("/v1/models/{model_id:path}", dependencies=AUTH)
+@common.get(
+    "/v1/models/{model_id:path}",
+    dependencies=AUTH,
+    response_model=None,
+    responses={
+        **documented(ModelCard, "the model"),
+        **KEY_ERRORS,
+        **_errors(s404="an unknown model"),
+    },
+)
 async def get_model(model_id: str, served: Served) -> dict[str, Any]:
     """One model by id."""
     check_model(model_id, served)
@@ -157,7 +230,12 @@ def encode(served: ServedModel, text: str) -> list[int]:
 
 
 def token_budget(
-    served: ServedModel, prompts: list[list[int]], asked: int | None, default: int, param: str
+    served: ServedModel,
+    prompts: list[list[int]],
+    asked: int | None,
+    default: int,
+    param: str,
+    hint: str = "",
 ) -> int:
     """Tokens to generate: ``asked``, or ``default`` cut to what fits; 400 when the longest
     prompt leaves no room in the context window or ``asked`` does not fit."""
@@ -168,7 +246,7 @@ def token_budget(
         raise APIError(
             400,
             f"this model's maximum context length is {ctx} tokens and the prompt has "
-            f"{longest}; shorten the prompt",
+            f"{longest}; shorten the prompt{hint}",
             param=param,
             code="context_length_exceeded",
         )
@@ -178,7 +256,7 @@ def token_budget(
         raise APIError(
             400,
             f"this model's maximum context length is {ctx} tokens; the prompt has {longest} "
-            f"and max_tokens asks for {asked} more: lower max_tokens to at most {room}",
+            f"and max_tokens asks for {asked} more: lower max_tokens to at most {room}{hint}",
             param="max_tokens",
             code="context_length_exceeded",
         )
@@ -226,7 +304,11 @@ def start_generation(
 # Completions, chat completions, classification
 
 
-@generation.post("/v1/completions")
+@generation.post(
+    "/v1/completions",
+    response_model=None,
+    responses=documented(CompletionResponse, "the completion", stream=True),
+)
 async def completions(
     body: CompletionRequest, request: Request, served: Served, engine: EngineDep
 ) -> Any:
@@ -247,29 +329,49 @@ async def completions(
     return fmt.response(await collect(job, request, engine.timeout))
 
 
-@generation.post("/v1/chat/completions")
+@generation.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses=documented(ChatResponse, "the reply", stream=True),
+)
 async def chat_completions(
-    body: ChatRequest, request: Request, served: Served, engine: EngineDep
+    body: ChatRequest,
+    request: Request,
+    served: Served,
+    engine: EngineDep,
+    truncate_default: TruncateDefault = True,
 ) -> Any:
-    """Answer a conversation, rendered in the checkpoint's prompt style."""
+    """Answer a conversation, rendered in the checkpoint's prompt style; the oldest turns are
+    dropped when it does not fit with the reply (``truncate_history``)."""
     check_model(body.model, served)
     messages = [(m.role, message_text(m.content)) for m in body.messages]
-    prompt, turn_end = chat_prompt(served, messages)
-    prompts = [encode(served, prompt)]
     asked = body.max_completion_tokens or body.max_tokens
-    max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages")
-    stop = stop_strings(body, turn_end)
+    truncate = truncate_default if body.truncate_history is None else body.truncate_history
+    # The room kept for the reply: max_tokens, or the default reply length (at most half the
+    # context, so that a small model keeps some history).
+    reserve = asked or min(DEFAULT_CHAT_MAX_TOKENS, served.context_length // 2)
+    chat = fit_chat(
+        served, messages, reserve=reserve, truncate=truncate, encode=lambda t: encode(served, t)
+    )
+    prompts = [chat.ids]
+    could_drop = not truncate and len(turn_starts(messages)) > 1
+    hint = ", or send truncate_history: true to drop the oldest turns" if could_drop else ""
+    max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages", hint)
+    stop = stop_strings(body, chat.stop)
     job = start_generation(served, engine, body, prompts, max_tokens, stop)
     kind = "chat.completion.chunk" if body.stream else "chat.completion"
-    fmt = ChatFormat(
-        response_head("chatcmpl", kind, served.name), prompts, body.n, body.include_usage
-    )
+    head = response_head("chatcmpl", kind, served.name)
+    fmt = ChatFormat(head, prompts, body.n, body.include_usage, chat.dropped)
     if body.stream:
         return event_stream(job, fmt, body.n, engine.timeout)
     return fmt.response(await collect(job, request, engine.timeout))
 
 
-@classification.post("/v1/classify")
+@classification.post(
+    "/v1/classify",
+    response_model=None,
+    responses=documented(ClassifyResponse, "a label for each text"),
+)
 async def classify(
     body: ClassifyRequest, request: Request, served: Served, engine: EngineDep
 ) -> Any:

@@ -17,6 +17,7 @@ __all__ = [
     "ChatRequest",
     "ClassifyRequest",
     "CompletionRequest",
+    "ErrorResponse",
     "SamplingRequest",
     "TextPart",
 ]
@@ -74,6 +75,15 @@ class ChatRequest(SamplingRequest):
 
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    truncate_history: bool | None = Field(
+        None,
+        description=(
+            "scratchgpt extension: when the conversation and max_tokens do not fit the "
+            "context, drop the oldest turns (system messages and the last turn are kept); the "
+            "response's truncated_messages says how many messages were dropped. Default: on, "
+            "unless the server was started with --no-truncate-history"
+        ),
+    )
 
 
 class ClassifyRequest(_Body):
@@ -81,3 +91,16 @@ class ClassifyRequest(_Body):
 
     model: str | None = None
     input: str | list[str] = Field(..., description="a text or a list of texts")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: OpenAI's error object (documented in ``/openapi.json``)."""
+
+    error: ErrorDetail
