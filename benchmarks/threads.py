@@ -141,7 +141,10 @@ def run_condition(busy: bool, args: argparse.Namespace) -> list[tuple]:
                 tok_s, used = measure(kind, name, args)
                 base = base or tok_s
                 rows.append(("busy" if busy else "idle", kind, name, used, tok_s, tok_s / base))
-                print(f"  {rows[-1][0]:<4} {kind:<8} {name:<36} {tok_s:>9,.0f} tokens/s", file=sys.stderr)
+                print(
+                    f"  {rows[-1][0]:<4} {kind:<8} {name:<36} {tok_s:>9,.0f} tokens/s",
+                    file=sys.stderr,
+                )
         load_after = os.getloadavg()[0]
     finally:
         if spinner is not None:
@@ -178,8 +181,12 @@ def main() -> int:
 
     rows = run_condition(False, args) + run_condition(True, args)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {cpu_name()}, {cores} cores usable, torch default {torch.get_num_threads()} threads")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, scratchgpt {__version__}")
+    print(
+        f"machine: {cpu_name()}, {cores} cores usable, torch default {torch.get_num_threads()} threads"
+    )
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, scratchgpt {__version__}"
+    )
     print(
         f"char-small training: {args.train_steps} steps (batch 12 x 64); gpt2-small generation: "
         f"{args.new_tokens} new tokens after 20; median of {args.repeats} runs per cell"

@@ -4,6 +4,7 @@ clock for the helper, an interval of 0 for the phases)."""
 from __future__ import annotations
 
 import io
+import warnings
 import types
 
 import pytest
@@ -53,7 +54,9 @@ def test_quick_work_stays_quiet_and_iteration_counts():
 
 def test_bytes_and_unknown_totals():
     clock, out = Clock(), io.StringIO()
-    bar = LineProgress(total=10 * 2**20, desc="tokenizing", unit="B", interval=0, file=out, clock=clock)
+    bar = LineProgress(
+        total=10 * 2**20, desc="tokenizing", unit="B", interval=0, file=out, clock=clock
+    )
     clock.t += 4
     bar.update(3 * 2**20)
     assert out.getvalue() == "tokenizing: 3.0 MiB/10.0 MiB, 30%, 9s left\n"
@@ -199,3 +202,48 @@ def test_prepare_and_bpe(every_update, tmp_path, capsys):
     assert _lines(capsys.readouterr().err, "tokenizing: ")
     train_bpe("hello world hello there " * 50, 256 + 1 + 5, progress=True)
     assert _lines(capsys.readouterr().err, "learning merges: 5/5 tokens")
+
+
+# ---- the warning before generation slides the context window -----------------------------------
+
+
+def _gen_warnings(fn) -> list[warnings.WarningMessage]:
+    from scratchgpt.generation import ContextSlideWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    return [w for w in caught if issubclass(w.category, ContextSlideWarning)]
+
+
+def test_context_slide_warning_once_per_call(tiny_model):
+    from scratchgpt.generation import generate
+
+    prompt = torch.randint(0, 64, (1, 10))  # context 16: room for 6 new tokens
+    caught = _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=12))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "10 prompt tokens + up to 12 new tokens go past the context size of 16" in message
+    assert "ask for at most 6 new tokens" in message
+    assert caught[0].filename == __file__  # points at the caller's line
+    assert not _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=6))
+    # Without the KV cache every step re-runs the window anyway: nothing gets slower.
+    assert not _gen_warnings(lambda: generate(tiny_model, prompt, 12, use_cache=False))
+
+
+def test_context_slide_warning_text_api_and_silencing():
+    from scratchgpt.generation import ContextSlideWarning, generate_text, stream_generate
+    from scratchgpt.tokenizers import get_tokenizer
+
+    tok = get_tokenizer("char", corpus="abcdefgh ")
+    model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=tok.vocab_size, context_length=8))
+    assert len(_gen_warnings(lambda: generate_text(model, tok, "abcd", max_new_tokens=8))) == 1
+    assert (
+        len(_gen_warnings(lambda: list(stream_generate(model, tok, "abcd", max_new_tokens=8)))) == 1
+    )
+    assert issubclass(ContextSlideWarning, UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=ContextSlideWarning)
+        generate_text(model, tok, "abcd", max_new_tokens=8)
+    assert not caught

@@ -142,8 +142,10 @@ class PartialResponses:
                 "drop --resume and pass --overwrite to start over"
             )
         for i, (old, rec) in enumerate(zip(saved, records)):
-            if not isinstance(old, dict) or "model_response" not in old or any(
-                old.get(k) != rec.get(k) for k in RECORD_FIELDS
+            if (
+                not isinstance(old, dict)
+                or "model_response" not in old
+                or any(old.get(k) != rec.get(k) for k in RECORD_FIELDS)
             ):
                 raise DataError(
                     f"{src}: response {i} does not answer record {i} of this run's records; "
