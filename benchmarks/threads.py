@@ -56,10 +56,7 @@ def worker(kind: str, threads: str, steps: int, new_tokens: int) -> None:
 
     n = default_threads() if threads == "auto" else int(threads)
     torch.set_num_threads(n)
-    if kind == "train":
-        tok_s = _train(steps)
-    else:
-        tok_s = _generate(new_tokens)
+    tok_s = _train(steps) if kind == "train" else _generate(new_tokens)
     print(json.dumps({"tokens_per_s": tok_s, "threads": n}))
 
 

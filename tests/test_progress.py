@@ -4,8 +4,8 @@ clock for the helper, an interval of 0 for the phases)."""
 from __future__ import annotations
 
 import io
-import warnings
 import types
+import warnings
 
 import pytest
 import torch

@@ -109,7 +109,7 @@ def test_resume_checks_the_records(ckpt, data, reference, tmp_path, monkeypatch,
         interrupt_after(m, 2)
         assert main(respond_args(ckpt, data, out)) == 130
     capsys.readouterr()
-    other = respond_args(ckpt, data, out, "--resume") + ["--split", "test"]
+    other = [*respond_args(ckpt, data, out, "--resume"), "--split", "test"]
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "does not answer record 0" in err and err.count("\n") == 1
