@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,10 @@ def measure(kind: str, name: str, args: argparse.Namespace) -> tuple[float, int]
     return statistics.median(speeds), used
 
 
+def rate(tok_s: float) -> str:
+    return f"{tok_s:,.0f}" if tok_s >= 100 else f"{tok_s:.3g}"
+
+
 def run_condition(busy: bool, args: argparse.Namespace) -> list[tuple]:
     spinner = None
     if busy:
@@ -139,7 +144,7 @@ def run_condition(busy: bool, args: argparse.Namespace) -> list[tuple]:
                 base = base or tok_s
                 rows.append(("busy" if busy else "idle", kind, name, used, tok_s, tok_s / base))
                 print(
-                    f"  {rows[-1][0]:<4} {kind:<8} {name:<36} {tok_s:>9,.0f} tokens/s",
+                    f"  {rows[-1][0]:<4} {kind:<8} {name:<36} {rate(tok_s):>9} tokens/s",
                     file=sys.stderr,
                 )
         load_after = os.getloadavg()[0]
@@ -171,6 +176,8 @@ def main() -> int:
         return 0
     if args.quick:
         args.repeats, args.train_steps, args.new_tokens = 1, 10, 10
+    # A SIGTERM unwinds like Ctrl-C, so the busy process is always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
     from scratchgpt import __version__
@@ -198,7 +205,7 @@ def main() -> int:
     for cond, kind, name, used, tok_s, ratio, _lb, _la in rows:
         label = "idle" if cond == "idle" else "1 busy"
         print(
-            f"| {label:<7} | {kind:<8} | {name:<36} | {used:>2} | {tok_s:>9,.0f} | {ratio:>10.2f}x |"
+            f"| {label:<7} | {kind:<8} | {name:<36} | {used:>2} | {rate(tok_s):>9} | {ratio:>10.2f}x |"
         )
     loads = {r[0]: (r[6], r[7]) for r in rows}
     print(
