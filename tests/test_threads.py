@@ -15,7 +15,8 @@ from scratchgpt.cli import build_parser, main
 @pytest.fixture(autouse=True)
 def _restore_threads(monkeypatch):
     before = torch.get_num_threads()
-    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    for name in (th.ENV_VAR, "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     yield
     torch.set_num_threads(before)
 
@@ -96,11 +97,31 @@ def test_default_threads_counts_idle_cores(cores, load, expected):
     assert th.default_threads(cores=cores, load=load) == expected
 
 
+def test_default_threads_shares_cores_between_local_processes():
+    assert th.default_threads(cores=16, load=0.0, processes=4) == 4
+    assert th.default_threads(cores=2, load=0.0, processes=2) == 1
+    assert th.default_threads(cores=2, load=0.0, processes=4) == 1
+
+
+def test_omp_num_threads_is_respected(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # torchrun sets 1 per process
+    assert th.resolve_threads() == 3
+    monkeypatch.setenv(th.ENV_VAR, "2")
+    assert th.resolve_threads() == 2
+    monkeypatch.delenv(th.ENV_VAR)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # OpenMP's nested form: not ours to judge
+    monkeypatch.setattr(th, "default_threads", lambda: 7)
+    assert th.resolve_threads() == 7
+
+
 def test_default_threads_reads_this_machine(monkeypatch):
     monkeypatch.setattr(th, "usable_cores", lambda: 8)
     monkeypatch.setattr(th.os, "getloadavg", lambda: (2.6, 1.0, 0.5))
     assert th.default_threads() == 5
     assert th.resolve_threads() == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert th.default_threads() == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
 
     def no_loadavg():
         raise OSError("no load average")

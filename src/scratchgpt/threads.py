@@ -26,9 +26,13 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def default_threads(cores: int | None = None, load: float | None = None) -> int:
-    """The cores not busy right now: usable cores minus the rounded 1-minute load average, at
-    least 1 (``cores`` and ``load`` default to this machine's)."""
+def default_threads(
+    cores: int | None = None, load: float | None = None, processes: int | None = None
+) -> int:
+    """The cores not busy right now, shared by the ``processes`` this launcher started on the
+    machine: (usable cores - rounded 1-minute load average) // processes, at least 1.
+    ``cores``, ``load`` and ``processes`` (torchrun's LOCAL_WORLD_SIZE, else 1) default to this
+    machine's."""
     if cores is None:
         cores = usable_cores()
     if load is None:
@@ -36,7 +40,12 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
             load = os.getloadavg()[0]
         except (OSError, AttributeError):  # no load average on this platform
             load = 0.0
-    return max(1, cores - round(load))
+    if processes is None:
+        try:
+            processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        except ValueError:
+            processes = 1
+    return max(1, (cores - round(load)) // max(1, processes))
 
 
 def parse_threads(value: object, source: str) -> int:
@@ -53,12 +62,16 @@ def parse_threads(value: object, source: str) -> int:
 
 
 def resolve_threads(threads: int | None = None) -> int:
-    """``threads`` when given, else ``SCRATCHGPT_THREADS`` when set, else :func:`default_threads`."""
+    """``threads`` when given, else ``SCRATCHGPT_THREADS`` when set, else ``OMP_NUM_THREADS``
+    when set (a launcher's choice: torchrun sets 1 per process), else :func:`default_threads`."""
     if threads is not None:
         return parse_threads(threads, "threads")
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return parse_threads(env, ENV_VAR)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:  # OpenMP's other forms ("4,2") are left to OpenMP
+        return int(omp)
     return default_threads()
 
 
@@ -68,5 +81,7 @@ def set_threads(threads: int | None = None) -> int:
     import torch
 
     n = resolve_threads(threads)
+    # Inter-op threads (TorchScript's fork/join) are left alone: torch allows setting them once,
+    # before any parallel work, and the CLI's work does not use them.
     torch.set_num_threads(n)
     return n
