@@ -271,11 +271,17 @@ def make_decoder(
     )
     prompt_len = ids.shape[1]
     if dec.use_cache and prompt_len <= context_size < prompt_len + max_new_tokens:
+        room = context_size - prompt_len
+        advice = (
+            f"ask for at most {room} new tokens to keep it fast"
+            if room
+            else "a shorter prompt keeps it fast"
+        )
         warnings.warn(
-            f"{prompt_len} prompt tokens + up to {max_new_tokens} new tokens go past the context "
-            f"size of {context_size}: after {context_size - prompt_len} new tokens, each token "
-            f"re-runs the whole {context_size}-token window without the KV cache (several times "
-            f"slower); ask for at most {context_size - prompt_len} new tokens to keep it fast",
+            f"{prompt_len} prompt token{'s' * (prompt_len != 1)} + up to {max_new_tokens} new "
+            f"tokens go past the context size of {context_size}: after {room} new tokens, each "
+            f"token re-runs the whole {context_size}-token window without the KV cache (several "
+            f"times slower); {advice}",
             ContextSlideWarning,
             stacklevel=3,
         )
