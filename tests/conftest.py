@@ -16,4 +16,6 @@ import torch
 def _one_torch_thread():
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+        # The CLI sets threads before each command (main() in-process and subprocesses too).
+        os.environ.setdefault("SCRATCHGPT_THREADS", "1")
     yield

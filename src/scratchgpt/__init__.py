@@ -42,6 +42,7 @@ _EXPORTS = {
     "load_checkpoint": "scratchgpt.weights",
     "load_hf_gpt2": "scratchgpt.weights",
     "save_hf_gpt2": "scratchgpt.weights",
+    "set_threads": "scratchgpt.threads",
 }
 
 __all__ = ["__version__", *_EXPORTS]

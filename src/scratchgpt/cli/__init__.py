@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scratchgpt import __version__
 from scratchgpt.errors import ScratchGPTError
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():
+        _add_threads_option(command)
     for name in LOADS_WEIGHTS:
         _subcommand(parser, name).add_argument(
             "--no-verify",
@@ -70,6 +73,33 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
         subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = subs.choices[word]
     return parser
+
+
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    """--threads N on a command (and its subcommands): torch's CPU threads, set before the
+    command runs (default: SCRATCHGPT_THREADS, else the cores not busy now)."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_threads_option(child)
+            return
+    p.add_argument(
+        "--threads",
+        metavar="N",
+        help="CPU threads for torch (default: $SCRATCHGPT_THREADS, else the cores that are not "
+        "busy now; see docs/benchmarks.md)",
+    )
+    func = p.get_default("func")
+    if func is not None:
+        p.set_defaults(func=functools.partial(_with_threads, func))
+
+
+def _with_threads(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from scratchgpt.threads import parse_threads, set_threads
+
+    threads = None if args.threads is None else parse_threads(args.threads, "--threads")
+    set_threads(threads)
+    return func(args)
 
 
 def _rank() -> int:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -62,6 +66,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
     p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep the responses it finished in --out's .partial "
+        "file (or --out), generate the rest",
+    )
     p.set_defaults(func=run)
 
 
@@ -105,6 +115,24 @@ def select_records(args: argparse.Namespace) -> list[dict[str, str]]:
     return records
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so an interrupted run saves its work
+    (signal handlers can only be set in the main thread; elsewhere nothing changes)."""
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run(args: argparse.Namespace) -> int:
     """The command, holding the lock on --out while it runs (a second writer stops at once)."""
     from scratchgpt.locking import hold_output
@@ -117,26 +145,78 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from scratchgpt.errors import ConfigError
     from scratchgpt.fileio import check_writable
-    from scratchgpt.tasks.instruct import generate_responses, write_responses
+    from scratchgpt.tasks.instruct import PartialResponses, generate_responses, write_responses
 
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out FILE: the output file of the interrupted run")
+    if args.out and Path(args.out).exists() and not (args.overwrite or args.resume):
+        raise FileExistsError(
+            f"{args.out} exists; pass --overwrite to replace it (or --resume to continue it)"
+        )
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out:
         check_writable(args.out)  # a read-only or full disk shows now, not after generating
     records = select_records(args)
+    partial = PartialResponses(args.out) if args.out else None
+    done = _finished_before(args, partial, records)
+    if done:
+        print(f"resuming: {len(done)} of {len(records)} responses already done", file=sys.stderr)
     model, tokenizer, style = load_for_inference(args)
-    out = generate_responses(
-        model,
-        tokenizer,
-        records,
-        style,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
+    try:
+        with sigterm_as_interrupt():
+            out = generate_responses(
+                model,
+                tokenizer,
+                records,
+                style,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                done=done,
+                on_batch=partial.update if partial is not None else None,
+            )
+    except KeyboardInterrupt:
+        _report_interruption(args, partial, len(records))
+        raise
     if args.out:
-        write_responses(args.out, out, overwrite=args.overwrite)
+        write_responses(args.out, out, overwrite=True)
+        partial.remove()  # type: ignore[union-attr]
         print(f"wrote {len(out)} responses to {args.out} (prompt style {style})", file=sys.stderr)
     else:
         sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return 0
+
+
+def _finished_before(args: argparse.Namespace, partial: Any, records: list) -> list:
+    """With --resume the responses an interrupted run finished; without, a check that no such
+    responses are silently dropped (--overwrite drops them)."""
+    if partial is None:
+        return []
+    if args.resume:
+        return partial.load(records)
+    if partial.path.exists():
+        if not args.overwrite:
+            raise FileExistsError(
+                f"{partial.path} holds the finished responses of an interrupted run; pass "
+                "--resume to continue it, or --overwrite to start over"
+            )
+        partial.remove()
+    return []
+
+
+def _report_interruption(args: argparse.Namespace, partial: Any, total: int) -> None:
+    """Save the finished responses and say how to continue."""
+    if partial is None:
+        print("interrupted: the finished responses were not kept (no --out FILE)", file=sys.stderr)
+        return
+    n = partial.save()
+    if not n:
+        print("interrupted before the first batch of responses was finished", file=sys.stderr)
+    else:
+        print(
+            f"interrupted: {n} of {total} responses saved in {partial.path}; run the same "
+            "command with --resume to generate the rest",
+            file=sys.stderr,
+        )

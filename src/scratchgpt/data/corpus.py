@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -304,18 +303,18 @@ class _Progress:
     on leaving, finishes the sinks' last shards (or drops them after an error)."""
 
     def __init__(self, total_bytes: int, sinks: dict[str, _SplitSink], enabled: bool) -> None:
-        from tqdm.auto import tqdm
+        from scratchgpt.progress import progress
 
         self.sinks = sinks
         self.docs = 0
-        self.bar = tqdm(
+        # A bar on a terminal, a line every few seconds in a log.
+        self.bar = progress(
             total=total_bytes,
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
             desc="tokenizing",
-            disable=not enabled,
-            file=sys.stderr,
+            enabled=None if enabled else False,
         )
 
     def consume(self, nbytes: int, splits: list[str], docs: int, arrays: list[np.ndarray]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -224,8 +223,9 @@ def judge_responses(
 ) -> dict[str, Any]:
     """Score every record; a report with the mean over scored items, counts, the distribution
     and per-item results. A failure on the first item aborts (the judge is not usable); later
-    failures are counted."""
-    from tqdm import tqdm
+    failures are counted. ``progress``: a bar on a terminal, a line every few seconds elsewhere
+    (None), or nothing (False)."""
+    from scratchgpt.progress import progress as progress_bar
 
     for i, rec in enumerate(records):
         for key in ("instruction", "output", response_key):
@@ -236,13 +236,7 @@ def judge_responses(
                 )
     items: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
-    bar = tqdm(
-        records,
-        desc="judging",
-        unit="resp",
-        file=sys.stderr,
-        disable=(not sys.stderr.isatty()) if progress is None else not progress,
-    )
+    bar = progress_bar(records, desc="judging", unit="responses", enabled=progress)
     for i, rec in enumerate(bar):
         try:
             reply = client.ask(judge_prompt(rec, response_key, style))

@@ -38,11 +38,15 @@ def evaluate_loss(
     *,
     batch_size: int = 8,
     max_batches: int | None = None,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """Token-weighted mean next-token cross-entropy (targets of -100 ignored) and perplexity
     (key ``"ppl"``, as in the training logs) over ``dataset`` (items collate to
-    ``(inputs, targets)``), in eval mode."""
+    ``(inputs, targets)``), in eval mode. ``progress``: a bar on a terminal, a line every few
+    seconds elsewhere (None), or nothing (False)."""
     from torch.utils.data import default_collate
+
+    from scratchgpt.progress import progress as progress_bar
 
     collate = collate_fn or default_collate
     n = len(dataset)
@@ -52,6 +56,10 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     total, tokens, batches = 0.0, 0, 0
+    n_batches = -(-n // batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    bar = progress_bar(total=n_batches, desc="evaluating loss", unit="batches", enabled=progress)
     try:
         for start in range(0, n, batch_size):
             if max_batches is not None and batches >= max_batches:
@@ -64,7 +72,9 @@ def evaluate_loss(
             total += float(loss)
             tokens += int((targets != IGNORE_INDEX).sum())
             batches += 1
+            bar.update(1)
     finally:
+        bar.close()
         model.train(was_training)
     if tokens == 0:
         raise DataError("the evaluation data has no target tokens")

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from scratchgpt.generation.decode import generate, optimize_for_decoding
+from scratchgpt.generation.decode import ContextSlideWarning, generate, optimize_for_decoding
 from scratchgpt.generation.sampling import SamplingConfig, sample_next_token
 from scratchgpt.generation.text import (
     AUTO,
@@ -25,6 +25,7 @@ from scratchgpt.generation.text import (
 __all__ = [
     "AUTO",
     "EOT",
+    "ContextSlideWarning",
     "SamplingConfig",
     "TextStream",
     "TokenizerLike",

@@ -36,7 +36,20 @@ from scratchgpt.generation.sampling import (
 from scratchgpt.generation.stops import StopMatcher, check_stop_strings
 from scratchgpt.model.kv_cache import KVCache
 
-__all__ = ["Decoder", "generate", "make_decoder", "optimize_for_decoding", "token_bytes"]
+__all__ = [
+    "ContextSlideWarning",
+    "Decoder",
+    "generate",
+    "make_decoder",
+    "optimize_for_decoding",
+    "token_bytes",
+]
+
+
+class ContextSlideWarning(UserWarning):
+    """Generation will run past the context window, where each token re-runs the whole window
+    without the KV cache (several times slower per token). Silence it with
+    ``warnings.filterwarnings("ignore", category=ContextSlideWarning)``."""
 
 
 class Decoder:
@@ -243,7 +256,7 @@ def make_decoder(
             f"{context_size}; the model sees only its last {context_size} tokens",
             stacklevel=3,
         )
-    return Decoder(
+    dec = Decoder(
         model,
         ids,
         mask,
@@ -256,6 +269,23 @@ def make_decoder(
         stops=stops,
         tokenizer=tokenizer,
     )
+    prompt_len = ids.shape[1]
+    if dec.use_cache and prompt_len <= context_size < prompt_len + max_new_tokens:
+        room = context_size - prompt_len
+        advice = (
+            f"ask for at most {room} new tokens to keep it fast"
+            if room
+            else "a shorter prompt keeps it fast"
+        )
+        warnings.warn(
+            f"{prompt_len} prompt token{'s' * (prompt_len != 1)} + up to {max_new_tokens} new "
+            f"tokens go past the context size of {context_size}: after {room} new tokens, each "
+            f"token re-runs the whole {context_size}-token window without the KV cache (several "
+            f"times slower); {advice}",
+            ContextSlideWarning,
+            stacklevel=3,
+        )
+    return dec
 
 
 def generate(

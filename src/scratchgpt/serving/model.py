@@ -117,7 +117,7 @@ def chat_prompt(served: ServedModel, messages: Sequence[tuple[str, str]]) -> tup
 
 def classify_texts(served: ServedModel, texts: Sequence[str]) -> list[Any]:
     """The predictions of a served classifier for ``texts`` (runs on the engine's worker)."""
-    return classify(served.classifier, list(texts))
+    return classify(served.classifier, list(texts), progress=False)  # no lines in a server log
 
 
 def run_generation(

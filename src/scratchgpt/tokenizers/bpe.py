@@ -662,11 +662,12 @@ def train_bpe(
     if isinstance(texts, (str, os.PathLike)):
         texts = [texts]
     start = time.perf_counter()
-    from tqdm.auto import tqdm
+    from scratchgpt.progress import progress as progress_bar
 
+    show = None if progress else False  # a bar on a terminal, lines elsewhere
     counter = _PretokenCounter(pattern, specials)
-    with tqdm(
-        desc="reading corpus", unit="B", unit_scale=True, disable=not progress, leave=False
+    with progress_bar(
+        desc="reading corpus", unit="B", unit_scale=True, enabled=show, leave=False
     ) as bar:
         for item in texts:
             if isinstance(item, os.PathLike):
@@ -686,7 +687,7 @@ def train_bpe(
         )
     corpus_bytes = sum(len(p.encode("utf-8")) * c for p, c in counts.items())
     n_new = vocab_size - minimum
-    with tqdm(total=n_new, desc="learning merges", unit="tok", disable=not progress) as bar:
+    with progress_bar(total=n_new, desc="learning merges", unit="tokens", enabled=show) as bar:
         merges, corpus_tokens = _learn_merges(counts, n_new, lambda: bar.update(1))
     info = {
         "corpus_bytes": corpus_bytes,

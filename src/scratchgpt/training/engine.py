@@ -6,6 +6,7 @@ samples, and the one checkpoint save that a single process and every torchrun ra
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from scratchgpt.generation import ContextSlideWarning
+from scratchgpt.progress import progress
 from scratchgpt.training import state as st
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.job import SingleProcess
@@ -84,15 +87,21 @@ class Engine:
         self.model.eval()
         out: dict[str, float] = {}
         with torch.no_grad(), autocast(self.device, self.amp_dtype):
-            batches = self.eval_batches("train", train_data)
+            batches = self._shown("train", self.eval_batches("train", train_data))
             for key, value in self.task.evaluate(self.forward_model, batches).items():
                 out[f"eval_train_{key}"] = value
             if val_data is not None and len(val_data) > 0:  # type: ignore[arg-type]
-                batches = self.eval_batches("val", val_data)
+                batches = self._shown("val", self.eval_batches("val", val_data))
                 for key, value in self.task.evaluate(self.forward_model, batches).items():
                     out[f"val_{key}"] = value
         self.model.train(was_training)
         return out
+
+    def _shown(self, name: str, batches: list[Any]) -> Any:
+        """``batches`` with progress (a bar on a terminal, a line every few seconds in a log)."""
+        enabled = None if self.config.progress and self.job.is_main else False
+        desc = f"evaluating on {name} data"
+        return progress(batches, desc=desc, unit="batches", enabled=enabled, leave=False)
 
     def sample(self) -> str | None:
         """The task's sample text (None when samples are off)."""
@@ -100,7 +109,9 @@ class Engine:
             return None
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+        with torch.no_grad(), autocast(self.device, self.amp_dtype), warnings.catch_warnings():
+            # A preview may run past a small context; its speed does not matter.
+            warnings.simplefilter("ignore", ContextSlideWarning)
             text = self.task.sample(self.model)
         self.model.train(was_training)
         return text

@@ -31,9 +31,14 @@ def classify(
     *,
     batch_size: int = 32,
     device: torch.device | str | None = None,
+    progress: bool | None = None,
 ) -> list[Prediction]:
     """Classify texts with a fine-tuned classifier (a :class:`Classifier` or a checkpoint/run
-    folder). Texts longer than the classifier's max_length are truncated, with a warning."""
+    folder). Texts longer than the classifier's max_length are truncated, with a warning.
+    ``progress``: a bar on a terminal, a line every few seconds elsewhere (None), or nothing
+    (False)."""
+    from scratchgpt.progress import progress as progress_bar
+
     clf = model_or_dir if isinstance(model_or_dir, Classifier) else load_classifier(model_or_dir)
     if isinstance(texts, str):
         texts = [texts]
@@ -62,7 +67,10 @@ def classify(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(encoded), batch_size):
+        starts = range(0, len(encoded), batch_size)
+        for start in progress_bar(
+            starts, desc="classifying", unit="batches", enabled=progress, leave=False
+        ):
             chunk = encoded[start : start + batch_size]
             width = max(len(e) for e in chunk)
             ids = torch.full((len(chunk), width), clf.pad_token_id, dtype=torch.long)

@@ -54,9 +54,18 @@ def classification_metrics(
 
 @torch.no_grad()
 def predict_dataset(
-    model: nn.Module, dataset: Any, batch_size: int = 32, device: torch.device | str | None = None
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    *,
+    desc: str = "predicting",
+    progress: bool | None = None,
 ) -> tuple[list[int], list[int], float]:
-    """(labels, predictions, mean loss) of a ClassificationDataset."""
+    """(labels, predictions, mean loss) of a ClassificationDataset. ``progress``: a bar on a
+    terminal, a line every few seconds elsewhere (None), or nothing (False)."""
+    from scratchgpt.progress import progress as progress_bar
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -64,7 +73,8 @@ def predict_dataset(
     y_pred: list[int] = []
     loss_sum = 0.0
     n = len(dataset)
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for start in progress_bar(starts, desc=desc, unit="batches", enabled=progress):
         ids = dataset.input_ids[start : start + batch_size].to(device)
         mask = dataset.attention_mask[start : start + batch_size].to(device)
         labels = dataset.labels[start : start + batch_size].to(device)

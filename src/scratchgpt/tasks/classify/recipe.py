@@ -174,7 +174,12 @@ def _report(
         if len(ds) == 0:
             continue
         y, p, loss = predict_dataset(
-            model, ds, batch_size=max(cfg.train.batch_size, 32), device=device
+            model,
+            ds,
+            batch_size=max(cfg.train.batch_size, 32),
+            device=device,
+            desc=f"accuracy on {name}",
+            progress=None if cfg.train.progress else False,
         )
         report[name] = {**classification_metrics(y, p, data.labels), "loss": loss}
     report["status"] = result.status

@@ -34,6 +34,7 @@ from scratchgpt.tasks.instruct.recipe import (
 )
 from scratchgpt.tasks.instruct.responses import (
     RESPONSES_FILE,
+    PartialResponses,
     generate_responses,
     write_responses,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "InstructOptions",
     "InstructResult",
     "InstructTask",
+    "PartialResponses",
     "book_train_config",
     "build_instruction_data",
     "calc_loss_batch",

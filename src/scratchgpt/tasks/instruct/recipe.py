@@ -115,6 +115,7 @@ def _answer_test_split(
         opts.prompt_style,
         max_new_tokens=opts.response_tokens,
         batch_size=opts.response_batch_size,
+        progress=None if cfg.train.progress else False,
     )
     path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
     _say(f"wrote {len(responses)} test responses to {path}")
