@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/classification.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/distributed.py
 
 clean:
