@@ -96,9 +96,7 @@ def test_connection_errors_are_explained(monkeypatch, tmp_path):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
-    with pytest.raises(
-        CheckpointError, match=r"cannot reach huggingface.co.*Name or service"
-    ):
+    with pytest.raises(CheckpointError, match=r"cannot reach huggingface.co.*Name or service"):
         download_gpt2("gpt2-small", tmp_path / "dl")
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from scratchgpt.cli.args import fraction, positive_int, probability
+
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --prompt-style, --device: how respond, chat and evaluate load a model."""
@@ -58,8 +60,10 @@ def register(subparsers: Any) -> None:
         help="JSON or JSONL instruction records (default: the bundled set)",
     )
     add_record_flags(p, default_split="all")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
+    p.add_argument(
+        "--max-new-tokens", type=positive_int, default=256, metavar="N", help="default: 256"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="default: 8")
     p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
@@ -74,9 +78,9 @@ def add_record_flags(p: argparse.ArgumentParser, default_split: str) -> None:
         default=default_split,
         help=f"which part of the records (split as finetune-instruct does; default: {default_split})",
     )
-    p.add_argument("--train-frac", type=float, default=0.85, help="default: 0.85")
-    p.add_argument("--test-frac", type=float, default=0.10, help="default: 0.10")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N records")
+    p.add_argument("--train-frac", type=probability, default=0.85, help="default: 0.85")
+    p.add_argument("--test-frac", type=fraction, default=0.10, help="default: 0.10")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N records")
     for name in ("instruction", "input", "output"):
         p.add_argument(f"--{name}-field", metavar="NAME", help=f"field holding the {name}")
 
@@ -109,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from scratchgpt.errors import DataError
     from scratchgpt.tasks.instruct import generate_responses, write_responses
 
+    if args.out and Path(args.out).is_dir():
+        raise DataError(f"--out {args.out}: is a folder; name a JSON file to write")
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
     records = select_records(args)

@@ -32,7 +32,7 @@ from typing import Any
 
 import regex
 
-from scratchgpt.errors import DataError, TokenizerError
+from scratchgpt.errors import Advice, DataError, TokenizerError
 from scratchgpt.tokenizers.base import EOT, Tokenizer, bad_id_error, special_regex
 
 # GPT-2's pre-tokenizer, as tiktoken writes it for the "gpt2" encoding: possessive quantifiers
@@ -476,9 +476,14 @@ def _read_chunks(
                 bad = part[e.start : e.start + 4].hex(" ")
                 raise DataError(
                     f"{path}: not valid UTF-8 at byte offset {offset + e.start} (line {line}, "
-                    f"column {offset + e.start - start + 1}; bytes {bad}): {e.reason}. Convert the "
-                    "file to UTF-8, or pass encoding_errors='replace' (CLI: --encoding-errors "
-                    "replace) to substitute invalid bytes."
+                    f"column {offset + e.start - start + 1}; bytes {bad}): {e.reason}; convert the "
+                    "file to UTF-8",
+                    Advice(
+                        "or pass encoding_errors='replace' to substitute invalid bytes",
+                        "or pass --encoding-errors replace to substitute invalid bytes",
+                        "--encoding-errors",
+                        sep=", ",
+                    ),
                 ) from None
             lines += part.count(b"\n")
             nl = part.rfind(b"\n")

@@ -195,6 +195,13 @@ def _offline_error(
     )
 
 
+def check_download_dir(target: PathLike) -> None:
+    """A CheckpointError unless ``target`` is a folder or can become one."""
+    p = Path(target).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CheckpointError(f"{p}: exists and is not a folder; choose a folder to download into")
+
+
 def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False) -> Path:
     """Download GPT-2 ``config.json`` + ``model.safetensors`` from the hub into ``dir`` (default:
     the cache folder of ``name``), verify the weights' sha256, and return the folder.
@@ -207,6 +214,7 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
         raise CheckpointError(f"unknown model name {name!r}; known names: {_known_names()}")
     repo = GPT2_REPOS[canonical]
     target = Path(dir).expanduser() if dir is not None else model_cache_dir(canonical)
+    check_download_dir(target)
     if not force and is_downloaded(target):
         return target
     try:
