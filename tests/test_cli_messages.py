@@ -223,3 +223,11 @@ def test_chat_checks_sampling_options_before_the_first_message(lm):
     for bad in ({"temperature": -1.0}, {"top_p": 0.0}, {"top_k": 0}, {"max_new_tokens": 0}):
         with pytest.raises(ConfigError):
             ChatSession(loaded.model, loaded.tokenizer, "alpaca", **bad)
+
+
+def test_vocabulary_size_message_has_no_python_name(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world\n", "utf-8")
+    argv = ["train-tokenizer", str(corpus), "--vocab-size", "10", "--out", str(tmp_path / "t.json")]
+    code, err = _err(capsys, argv)
+    assert code == 2 and "at least 257" in err and "vocab_size" not in err

@@ -661,8 +661,9 @@ def train_bpe(
     minimum = 256 + len(specials)
     if type(vocab_size) is not int or vocab_size < minimum:
         raise TokenizerError(
-            f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs at least {minimum} "
-            f"tokens (256 bytes + {len(specials)} special token(s)); choose a larger vocab_size"
+            f"a vocabulary of {vocab_size!r} tokens is too small: a byte-level BPE needs at least "
+            f"{minimum} tokens (256 bytes + {len(specials)} special token(s)); choose a larger "
+            "vocabulary size"
         )
     if isinstance(texts, (str, os.PathLike)):
         texts = [texts]
