@@ -77,3 +77,21 @@ def test_download_with_hf_hub_offline(tmp_path):
     err = _assert_one_line_error(proc)
     assert "cannot reach huggingface.co to download openai-community/gpt2" in err
     assert "HF_HUB_OFFLINE" in err
+
+
+def test_transport_errors_of_any_http_stack_are_recognised():
+    """By class name and module, so a new HTTP library of the hub client needs no import here."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from scratchgpt.weights.hub import network_failure
+
+    transport = type("ConnectError", (Exception,), {"__module__": "httpx3._exceptions"})
+    wrapped = LocalEntryNotFoundError("cannot find the requested files in the local cache")
+    wrapped.__cause__ = transport("[Errno 111] Connection refused")
+    assert network_failure(wrapped) is wrapped.__cause__
+    assert network_failure(OSError(101, "Network is unreachable")) is not None
+    # Not a connection problem: a full disk, a bug, an HTTP library's other errors.
+    assert network_failure(OSError(28, "No space left on device")) is None
+    assert network_failure(ValueError("bad")) is None
+    other = type("DecodingError", (Exception,), {"__module__": "httpx3._exceptions"})
+    assert network_failure(other("bad gzip")) is None
