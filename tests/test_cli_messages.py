@@ -231,3 +231,12 @@ def test_vocabulary_size_message_has_no_python_name(tmp_path, capsys):
     argv = ["train-tokenizer", str(corpus), "--vocab-size", "10", "--out", str(tmp_path / "t.json")]
     code, err = _err(capsys, argv)
     assert code == 2 and "at least 257" in err and "vocab_size" not in err
+
+
+def test_unknown_character_advice_is_python_only(tmp_path, capsys):
+    corpus = tmp_path / "abc.txt"
+    corpus.write_text("abc", "utf-8")
+    argv = ["tokenize", "--tokenizer", "char", "--corpus", str(corpus), "abz"]
+    code, err = _err(capsys, argv)
+    assert code == 2 and "'z'" in err and "not in the alphabet" in err
+    assert "unk=True" not in err
