@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scratchgpt.cli import main
 from scratchgpt.data import ShardDataset, load_shard, load_text, prepare
 from scratchgpt.data.documents import _safe_cut
-from scratchgpt.errors import ConfigError, DataError
+from scratchgpt.errors import ConfigError, DataError, command_line_message
 from scratchgpt.tokenizers import get_tokenizer, load_tokenizer
 
 EOT = 50256
@@ -125,7 +125,7 @@ def test_jsonl_custom_field_and_literal_special_token(tmp_path, gpt2):
     ("line", "match"),
     [
         ('{"text": "ok"', r"line 2: invalid JSON at column"),
-        ('{"content": "x"}', r"line 2: no field 'text' \(fields: 'content'\).*--jsonl-field"),
+        ('{"content": "x"}', r"line 2: no field 'text' \(fields: 'content'\).*jsonl_field=NAME"),
         ("[1, 2]", r"line 2: expected a JSON object"),
         ('{"text": 5}', r"line 2: field 'text' must be a string"),
     ],
@@ -194,7 +194,10 @@ def test_non_utf8_names_byte_offset_and_replace_works(tmp_path, gpt2):
         prepare(src, tmp_path / "out", chunk_bytes=100, num_workers=1, progress=False)
     msg = str(e.value)
     assert str(src) in msg and f"byte offset {len(body) + 3}" in msg and "line 81" in msg
-    assert "--encoding-errors replace" in msg
+    # Python spelling in str(); the command line shows its flag instead.
+    assert "encoding_errors='replace'" in msg and "--encoding-errors" not in msg
+    cli = command_line_message(e.value, {"--encoding-errors"})
+    assert "--encoding-errors replace" in cli and "encoding_errors=" not in cli
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.txt"]  # the partial folder is gone
     prepare(src, tmp_path / "out", encoding_errors="replace", val_fraction=0, progress=False)

@@ -27,7 +27,10 @@ PROMPT = "Every effort moves you"
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["generate", *args])
+    try:
+        code = main(["generate", *args])
+    except SystemExit as e:  # a usage error found while parsing
+        code = e.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -102,8 +105,8 @@ def test_bf16(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "tiny", "--top-p", "2"], "top_p must be in (0, 1]"),
-        (["--preset", "tiny", "--max-new-tokens", "-3"], "max_new_tokens"),
+        (["--preset", "tiny", "--top-p", "2"], "--top-p: expected a number in (0, 1]"),
+        (["--preset", "tiny", "--max-new-tokens", "-3"], "--max-new-tokens"),
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--checkpoint", "/nonexistent/ckpt"], "nonexistent"),
     ],

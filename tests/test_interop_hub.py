@@ -73,7 +73,7 @@ def test_resolve_model_path(cache, tmp_path):
 def test_download_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
-        CheckpointError, match=r"could not reach the Hugging Face hub.*copy a GPT-2 folder"
+        CheckpointError, match=r"cannot reach huggingface.co.*copy a downloaded GPT-2 folder"
     ):
         download_gpt2("gpt2-small", tmp_path / "dl")
 
@@ -82,7 +82,7 @@ def test_cli_download_offline(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["download", "gpt2-small"]) == 2
     err = capsys.readouterr().err
-    assert "could not reach the Hugging Face hub to download openai-community/gpt2" in err
+    assert "cannot reach huggingface.co to download openai-community/gpt2" in err
     assert "Traceback" not in err
     assert main(["download", "gpt5"]) == 2
     assert "unknown model name 'gpt5'" in capsys.readouterr().err
@@ -96,9 +96,7 @@ def test_connection_errors_are_explained(monkeypatch, tmp_path):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
-    with pytest.raises(
-        CheckpointError, match=r"could not reach the Hugging Face hub.*Name or service"
-    ):
+    with pytest.raises(CheckpointError, match=r"cannot reach huggingface.co.*Name or service"):
         download_gpt2("gpt2-small", tmp_path / "dl")
 
 

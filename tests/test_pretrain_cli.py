@@ -134,7 +134,7 @@ def test_resume_reads_the_saved_config_and_extends_a_finished_run(demo_run, caps
             ["--vocab-size", "100"],
             r"model.vocab_size \(100\) is smaller than the tokenizer's vocabulary \(50257\)",
         ),
-        (["--batch-size", "50"], "fewer than batch_size=50"),
+        (["--batch-size", "50"], "fewer than the batch size 50"),
         (["--lr", "-1"], "train.lr must be > 0"),
     ],
 )

@@ -176,7 +176,7 @@ def test_download_from_local_server_is_cached(server, tmp_path):
 def test_bad_checksum_leaves_nothing_in_the_cache(server, tmp_path):
     (server.root / "v.txt").write_text("not the verdict")
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"sha256 mismatch for 'the-verdict'.*Nothing was saved"):
+    with pytest.raises(DataError, match=r"sha256 mismatch for 'the-verdict'.*nothing was saved"):
         download("the-verdict", cache, url=f"{server.url}/v.txt")
     assert _leftovers(cache) == []
 

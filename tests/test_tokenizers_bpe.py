@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchgpt.assets import asset_path
-from scratchgpt.errors import DataError, TokenizerError
+from scratchgpt.errors import DataError, TokenizerError, command_line_message
 from scratchgpt.tokenizers import EOT, BPETokenizer, get_tokenizer, load_tokenizer, train_bpe
 
 
@@ -110,7 +110,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     # Saving is deterministic: the same corpus gives the same file.
     again = train_bpe(asset_path("the-verdict.txt"), 500, special_tokens=[EOT, "<|pad|>"])
     assert again.save(tmp_path / "again.json").read_bytes() == path.read_bytes()
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         tok.save(path, overwrite=False)
 
 
@@ -182,7 +182,8 @@ def test_non_utf8_corpus_names_the_byte_offset(tmp_path: Path) -> None:
     for chunk_size in (1, 4, 1 << 20):
         with pytest.raises(DataError, match=r"byte offset 21 \(line 2, column 11") as e:
             train_bpe([path], 300, chunk_size=chunk_size)
-        assert "--encoding-errors replace" in str(e.value)
+        assert "encoding_errors='replace'" in str(e.value)
+        assert "--encoding-errors replace" in command_line_message(e.value, {"--encoding-errors"})
     tok = train_bpe([path], 300, encoding_errors="replace")
     assert "caf\ufffd" in tok.decode(tok.encode("caf\ufffd"))
 

@@ -16,7 +16,9 @@ from torch import nn
 
 from scratchgpt.data.instructions import DEFAULT_STYLE, get_prompt_style
 from scratchgpt.data.prompts import TURN_SEPARATOR, render_turn, render_turns, turn_stops
+from scratchgpt.errors import ConfigError
 from scratchgpt.generation import SamplingConfig, stream_generate
+from scratchgpt.generation.sampling import is_int
 
 __all__ = ["TURN_SEPARATOR", "ChatSession"]
 
@@ -36,6 +38,12 @@ class ChatSession:
     history: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Options are checked here, before the first message, not when the first reply starts.
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise ConfigError(
+                f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"
+            )
+        self.sampling  # noqa: B018 (builds the SamplingConfig, which checks the sampling options)
         self._style = get_prompt_style(self.style)
         ctx = getattr(getattr(self.model, "cfg", None), "context_length", None)
         self.context_length = int(ctx) if ctx else 1024

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,11 @@ class LoRAConfig:
                 f"{source}: lora needs rank (and optionally alpha, targets); got {sorted(d)}"
             )
         return cls(**d)
+
+
+# Fields a saved config must give: they fix every weight's shape, so a default would build a
+# model that does not match the file (or, worse, silently does for the wrong reason).
+SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,11 @@ class GPTConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> GPTConfig:
-        """Build from a dict; unknown keys are an error naming them (typos must not pass silently)."""
+    def from_dict(
+        cls, d: dict[str, Any], source: str = "config", *, required: Sequence[str] = ()
+    ) -> GPTConfig:
+        """Build from a dict; unknown keys are an error naming them (typos must not pass silently),
+        and so is a missing ``required`` field (a file must not fall back to GPT-2's sizes)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object with GPTConfig fields")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -162,6 +170,12 @@ class GPTConfig:
         if unknown:
             raise ConfigError(
                 f"{source}: unknown GPTConfig field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        missing = [name for name in required if name not in d]
+        if missing:
+            raise ConfigError(
+                f"{source}: missing field(s) {missing}; a model config must give "
+                f"{', '.join(required)} (they fix the weights' shapes)"
             )
         try:
             return cls(**d)
@@ -173,7 +187,8 @@ class GPTConfig:
 
     @classmethod
     def load(cls, path: PathLike) -> GPTConfig:
-        return cls.from_dict(read_json(path), source=str(path))
+        """Read a config.json; the fields that fix the weights' shapes must be in it."""
+        return cls.from_dict(read_json(path), source=str(path), required=SHAPE_FIELDS)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

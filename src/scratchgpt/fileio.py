@@ -20,7 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.errors import DataError, OutputError, ScratchGPTError
+from scratchgpt.errors import (
+    OVERWRITE_ADVICE,
+    Advice,
+    DataError,
+    OutputError,
+    OutputExistsError,
+    ScratchGPTError,
+)
 
 PathLike = str | os.PathLike
 
@@ -40,8 +47,8 @@ def decode_utf8(data: bytes, source: str = "<bytes>", errors: str = "strict") ->
         bad = data[e.start : e.start + 4].hex(" ")
         raise DataError(
             f"{source}: not valid UTF-8 at byte offset {e.start} (line {line}, column {col}; "
-            f"bytes {bad}): {e.reason}. Convert the file to UTF-8, or pass errors='replace' "
-            "(CLI: --encoding-errors replace) to substitute invalid bytes."
+            f"bytes {bad}): {e.reason}; convert the file to UTF-8",
+            ENCODING_ADVICE,
         ) from None
 
 
@@ -285,10 +292,17 @@ def _failed_write(
 
 def _refuse_existing(dest: Path, overwrite: bool) -> None:
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; refusing to overwrite it ({OVERWRITE_HINT})")
+        raise OutputExistsError(f"{dest} exists; refusing to overwrite it", OVERWRITE_ADVICE)
 
 
-OVERWRITE_HINT = "pass overwrite=True (CLI: --overwrite) to replace it"
+OVERWRITE_HINT = OVERWRITE_ADVICE.python  # the old constant, kept for importers
+# Invalid UTF-8: read_text's argument in Python, the flag of the commands that have one.
+ENCODING_ADVICE = Advice(
+    "or pass errors='replace' to substitute invalid bytes",
+    "or pass --encoding-errors replace to substitute invalid bytes",
+    "--encoding-errors",
+    sep=", ",
+)
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scratchgpt import __version__
-from scratchgpt.errors import ScratchGPTError
+from scratchgpt.cli.args import CommandParser, command_flags, one_line_warnings
+from scratchgpt.errors import ScratchGPTError, command_line_message
 from scratchgpt.fileio import output_error
 
 # Order here is the order in `scratchgpt --help`: the pipeline, left to right.
@@ -47,7 +48,7 @@ LOADS_WEIGHTS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="scratchgpt",
         description="Build, train, fine-tune and run a GPT-style LLM from scratch.",
     )
@@ -124,13 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Under torchrun every rank runs this same command: only rank 0 speaks on stdout, and an
     # error says which rank it came from.
     where = f" (rank {rank})" if "LOCAL_RANK" in os.environ else ""
+    one_line_warnings()
     try:
         if rank != 0:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except (ScratchGPTError, FileExistsError) as e:
-        print(f"error{where}: {e}", file=sys.stderr)
+        text = command_line_message(e, command_flags(parser, args.command))
+        print(f"error{where}: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

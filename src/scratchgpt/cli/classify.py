@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from scratchgpt.cli.args import positive_int
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -32,7 +34,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--file", metavar="FILE", help="read the texts from FILE")
     p.add_argument("--text-column", metavar="NAME", help="text column of a CSV/TSV/JSONL --file")
     p.add_argument("--label-column", metavar="NAME", help="true labels in --file: report accuracy")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="texts per forward pass")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, metavar="N", help="texts per forward pass"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument(
         "--json", action="store_true", help="one JSON object per text, with all probabilities"

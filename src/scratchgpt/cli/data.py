@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scratchgpt.cli.args import positive_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` command and its subcommands."""
@@ -28,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dl.add_argument("--cache-dir", metavar="DIR", help="download into this folder instead")
     dl.add_argument("--force", action="store_true", help="download again even if cached")
     dl.add_argument("--url", help="download from this URL (a mirror) instead; sha256 still checked")
-    dl.add_argument("--timeout", type=float, default=60.0, help="seconds (default: %(default)s)")
+    dl.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds (default: %(default)s)"
+    )
     dl.set_defaults(func=run)
 
 

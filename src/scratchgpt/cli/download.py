@@ -28,10 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchgpt.weights.hub import download_gpt2, hub_repo, is_downloaded, model_cache_dir
+    from scratchgpt.weights.hub import (
+        check_download_dir,
+        download_gpt2,
+        hub_repo,
+        is_downloaded,
+        model_cache_dir,
+    )
 
     repo = hub_repo(args.name)
     target = args.dir if args.dir is not None else model_cache_dir(args.name)
+    check_download_dir(target)
     if args.force or not is_downloaded(target):
         print(f"downloading {repo} (config.json, model.safetensors) to {target}", file=sys.stderr)
     else:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from scratchgpt.cli.args import nonnegative_float, nonnegative_int, positive_float, positive_int
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: Any) -> None:
         description="Evaluate a model: `evaluate judge` (the book's section 7.8) or `evaluate loss`.",
     )
     sub = p.add_subparsers(dest="evaluate_command", metavar="WHAT", title="evaluations")
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: p.error("choose what to evaluate: judge or loss"))
     _register_judge(sub)
     _register_loss(sub)
 
@@ -66,13 +68,20 @@ def _register_judge(sub: Any) -> None:
         default="alpaca",
         help="how the judge sees the instruction (default: alpaca, as the book)",
     )
-    j.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    j.add_argument("--retries", type=int, default=3, help="extra attempts per item (default 3)")
     j.add_argument(
-        "--backoff", type=float, default=1.0, help="seconds before the first retry, doubling"
+        "--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)"
+    )
+    j.add_argument(
+        "--retries", type=nonnegative_int, default=3, help="extra attempts per item (default 3)"
+    )
+    j.add_argument(
+        "--backoff",
+        type=nonnegative_float,
+        default=1.0,
+        help="seconds before the first retry, doubling",
     )
     j.add_argument("--seed", type=int, default=123, help="judge sampling seed (default 123)")
-    j.add_argument("--limit", type=int, metavar="N", help="only the first N records")
+    j.add_argument("--limit", type=positive_int, metavar="N", help="only the first N records")
     j.add_argument("--out", metavar="FILE", help="write the JSON report here")
     j.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     j.set_defaults(func=run_judge)
@@ -97,7 +106,7 @@ def _register_loss(sub: Any) -> None:
     lo.add_argument(
         "--mask-prompt", action="store_true", help="records: count only the response tokens"
     )
-    lo.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
+    lo.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="default: 8")
     lo.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     lo.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     lo.set_defaults(func=run_loss)
@@ -106,6 +115,10 @@ def _register_loss(sub: Any) -> None:
 def _check_out(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from scratchgpt.errors import DataError
+
+    if args.out and Path(args.out).is_dir():
+        raise DataError(f"--out {args.out}: is a folder; name a JSON file to write")
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
 

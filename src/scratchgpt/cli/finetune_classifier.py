@@ -52,7 +52,11 @@ def register(subparsers: Any) -> None:
     add_config_flags(p, ("model",), config=ClassifyConfig, title="starting model (give one)")
     add_config_flags(p, ("data", "classify"), config=ClassifyConfig, defaults=defaults)
     title = "training (as scratchgpt pretrain)"
-    add_config_flags(p, ("train",), config=ClassifyConfig, defaults=defaults, title=title)
+    # A classifier writes no text samples: the sampling fields would only mislead.
+    unused = ("train.sample_interval", "train.sample_prompt", "train.sample_tokens")
+    add_config_flags(
+        p, ("train",), config=ClassifyConfig, defaults=defaults, title=title, skip=unused
+    )
     p.set_defaults(func=run)
 
 

@@ -50,7 +50,11 @@ def register(subparsers: Any) -> None:
     add_config_flags(p, ("model",), config=InstructConfig, title="base model (give one)")
     add_config_flags(p, ("data", "instruct"), config=InstructConfig, defaults=defaults)
     title = "training (as `scratchgpt pretrain`; --sample-interval follows --eval-interval)"
-    add_config_flags(p, ("train",), config=InstructConfig, defaults=defaults, title=title)
+    # The sample response answers the first validation record, not a fixed prompt.
+    unused = ("train.sample_prompt",)
+    add_config_flags(
+        p, ("train",), config=InstructConfig, defaults=defaults, title=title, skip=unused
+    )
     p.set_defaults(func=run)
 
 

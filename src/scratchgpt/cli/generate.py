@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from scratchgpt.cli.args import nonnegative_float, nonnegative_int, positive_int, probability
 from scratchgpt.config import PRESETS
 
 # The book seeds its random models with 123; a preset model without --seed uses it too, so the
@@ -32,12 +33,19 @@ def register(subparsers: Any) -> None:
         help=f"random model of this preset ({', '.join(PRESETS)}), weights seeded by --seed",
     )
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="default: 50")
     p.add_argument(
-        "--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples"
+        "--max-new-tokens", type=nonnegative_int, default=50, metavar="N", help="default: 50"
     )
-    p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K likeliest")
-    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: keep mass P")
+    p.add_argument(
+        "--temperature",
+        type=nonnegative_float,
+        default=0.0,
+        help="0 = greedy (default); > 0 samples",
+    )
+    p.add_argument(
+        "--top-k", type=positive_int, metavar="K", help="sample only from the K likeliest"
+    )
+    p.add_argument("--top-p", type=probability, metavar="P", help="nucleus sampling: keep mass P")
     p.add_argument(
         "--seed",
         type=int,
@@ -59,7 +67,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-echo", action="store_true", help="print only the continuation, not the prompt"
     )
-    p.add_argument("--context-size", type=int, metavar="N", help="default: the model's context")
+    p.add_argument(
+        "--context-size", type=positive_int, metavar="N", help="default: the model's context"
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="re-run the whole window each step (slow)"
     )

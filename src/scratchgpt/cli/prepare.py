@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from scratchgpt.cli.args import fraction, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `prepare` command."""
@@ -37,20 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=fraction,
         default=0.0005,
         metavar="F",
         help="chance that a document goes to the validation split (default: %(default)s)",
     )
     p.add_argument(
         "--shard-tokens",
-        type=int,
+        type=positive_int,
         default=100_000_000,
         metavar="N",
         help="tokens per shard file (default: %(default)s)",
     )
     p.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="processes (default: all cores)"
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="processes (default: all cores)",
     )
     p.add_argument("--seed", type=int, default=1234, help="seed of the train/val split")
     p.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from scratchgpt.training.config import RecipeConfig, RunConfig, coerce_value, field_types
@@ -33,10 +34,12 @@ def add_config_flags(
     config: type[RecipeConfig] = RunConfig,
     defaults: dict[str, dict[str, Any]] | None = None,
     title: str | None = None,
+    skip: Collection[str] = (),
 ) -> None:
     """One flag per field of the given sections of a recipe config, defaulting to 'not given'
     so presets and files stay in force; every training command spells its flags this way.
-    ``defaults`` ({section: {field: value}}, e.g. a preset) only changes the help text."""
+    ``defaults`` ({section: {field: value}}, e.g. a preset) only changes the help text;
+    ``skip`` ("section.field") leaves out fields the command does not use."""
     for section in sections or tuple(config.SECTIONS):
         klass = config.SECTIONS[section]
         group = parser.add_argument_group(title or _TITLES.get(section, section))
@@ -45,6 +48,8 @@ def add_config_flags(
             base, optional = types[f.name]
             if base not in _SCALARS and not is_list_type(base):
                 continue  # set in a config file only
+            if f"{section}.{f.name}" in skip:
+                continue
             help_text = f.metadata.get("help", f.name)
             if defaults is not None:
                 value = (defaults.get(section) or {}).get(f.name, f.default)

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from scratchgpt.cli.args import fraction, positive_int, probability
+
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --prompt-style, --device: how respond, chat and evaluate load a model."""
@@ -62,8 +64,10 @@ def register(subparsers: Any) -> None:
         help="JSON or JSONL instruction records (default: the bundled set)",
     )
     add_record_flags(p, default_split="all")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: 8")
+    p.add_argument(
+        "--max-new-tokens", type=positive_int, default=256, metavar="N", help="default: 256"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="default: 8")
     p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
@@ -84,9 +88,9 @@ def add_record_flags(p: argparse.ArgumentParser, default_split: str) -> None:
         default=default_split,
         help=f"which part of the records (split as finetune-instruct does; default: {default_split})",
     )
-    p.add_argument("--train-frac", type=float, default=0.85, help="default: 0.85")
-    p.add_argument("--test-frac", type=float, default=0.10, help="default: 0.10")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N records")
+    p.add_argument("--train-frac", type=probability, default=0.85, help="default: 0.85")
+    p.add_argument("--test-frac", type=fraction, default=0.10, help="default: 0.10")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N records")
     for name in ("instruction", "input", "output"):
         p.add_argument(f"--{name}-field", metavar="NAME", help=f"field holding the {name}")
 
@@ -145,18 +149,18 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from scratchgpt.errors import ConfigError
+    from scratchgpt.errors import ConfigError, DataError
     from scratchgpt.fileio import check_writable
     from scratchgpt.tasks.instruct import PartialResponses, generate_responses, write_responses
 
+    if args.out and Path(args.out).is_dir():
+        raise DataError(f"--out {args.out}: is a folder; name a JSON file to write")
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out FILE: the output file of the interrupted run")
     if args.out and Path(args.out).exists() and not (args.overwrite or args.resume):
         raise FileExistsError(
             f"{args.out} exists; pass --overwrite to replace it (or --resume to continue it)"
         )
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out:
         check_writable(args.out)  # a read-only or full disk shows now, not after generating
     records = select_records(args)

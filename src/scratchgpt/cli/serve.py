@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from scratchgpt.cli.args import port, positive_float, positive_int
+
 
 def register(subparsers: Any) -> None:
     from scratchgpt.data.instructions import PROMPT_STYLES
@@ -27,7 +29,7 @@ def register(subparsers: Any) -> None:
         help="scratchgpt checkpoint or run folder, or a GPT-2 folder in Hugging Face layout",
     )
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="default: 8000 (0: any free port)")
+    p.add_argument("--port", type=port, default=8000, help="default: 8000 (0: any free port)")
     p.add_argument(
         "--api-key-env",
         metavar="VAR",
@@ -40,9 +42,13 @@ def register(subparsers: Any) -> None:
         help="render chat messages in this style (default: the checkpoint's; none for a base model)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
-    p.add_argument("--max-queue", type=int, default=16, help="waiting requests before 503")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger bodies get 413")
+    p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")
+    p.add_argument(
+        "--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)"
+    )
+    p.add_argument(
+        "--max-body-bytes", type=positive_int, default=1_000_000, help="larger bodies get 413"
+    )
     p.add_argument(
         "--no-truncate-history",
         dest="truncate_history",

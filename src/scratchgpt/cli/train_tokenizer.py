@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scratchgpt.cli.args import positive_int
+
 HELP = "train a byte-level BPE tokenizer on text files"
 
 
@@ -21,7 +23,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("corpus", nargs="+", type=Path, help="UTF-8 text files")
     p.add_argument(
-        "--vocab-size", type=int, required=True, help="tokens in the vocabulary (>= 256 + specials)"
+        "--vocab-size",
+        type=positive_int,
+        required=True,
+        help="tokens in the vocabulary (>= 256 + specials)",
     )
     p.add_argument("--out", "-o", type=Path, required=True, help="where to save the tokenizer")
     p.add_argument(
@@ -54,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from scratchgpt.errors import DataError
     from scratchgpt.tokenizers import train_bpe
 
+    if args.out.is_dir():
+        raise DataError(f"--out {args.out}: is a folder; name the tokenizer file to write (.json)")
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(
             f"{args.out} exists; refusing to overwrite it (use --overwrite to replace it)"

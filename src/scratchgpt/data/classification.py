@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.errors import ConfigError, DataError
+from scratchgpt.errors import Advice, ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
 
 SPAM_SOURCE = "sms-spam"
@@ -274,6 +274,33 @@ def read_labelled_records(
     return out
 
 
+# A label on one row of a file this long is a typo far more often than a class: with the label
+# set taken from the data it would silently become one more class.
+LONE_LABEL_MIN_ROWS = 10
+
+
+def _refuse_lone_labels(records: Sequence[tuple[str, str, str | None, str]]) -> None:
+    counts = Counter(r[1] for r in records)
+    if len(records) < LONE_LABEL_MIN_ROWS:
+        return
+    lone = [label for label, n in counts.items() if n == 1]
+    if not lone:
+        return
+    where = next(r[3] for r in records if r[1] == lone[0])
+    known = sorted(label for label, n in counts.items() if n > 1)
+    every = ",".join(sorted(counts))
+    raise DataError(
+        f"{where}: label {lone[0]!r} appears on this row only; the known labels are {known}. "
+        "Fix the row if it is a typo",
+        Advice(
+            f"or, if it is a class of its own, pass the whole label set: label_names={sorted(counts)}",
+            f"or, if it is a class of its own, pass the whole label set: --labels {every}",
+            "--labels",
+            sep=", ",
+        ),
+    )
+
+
 def load_labelled(
     path: PathLike,
     *,
@@ -312,6 +339,7 @@ def load_labelled(
             )
     else:
         names = found
+        _refuse_lone_labels(records)
     if len(found) < 2:
         raise DataError(
             f"{path}: every row has the label {found[0]!r}; a classifier needs at least two classes"

@@ -29,7 +29,7 @@ from scratchgpt.data._tokenizer import resolve_tokenizer
 from scratchgpt.data.documents import JSONL_SUFFIXES as JSONL_SUFFIXES
 from scratchgpt.data.documents import WorkUnit, collect_files, work_units
 from scratchgpt.data.shards import ShardWriter, dtype_for_vocab
-from scratchgpt.errors import ConfigError, DataError
+from scratchgpt.errors import OVERWRITE_ADVICE, Advice, ConfigError, DataError, OutputExistsError
 from scratchgpt.fileio import PathLike, atomic_folder, read_json, write_json
 
 FORMAT = "scratchgpt-token-shards"
@@ -193,9 +193,7 @@ def prepare(
     out = Path(out_dir)
     if out.exists():
         if not overwrite:
-            raise FileExistsError(
-                f"{out} exists; refusing to overwrite it (pass overwrite=True, CLI: --overwrite)"
-            )
+            raise OutputExistsError(f"{out} exists; refusing to overwrite it", OVERWRITE_ADVICE)
         _check_replaceable(out)
     files = collect_files(inputs, glob, jsonl_field, out)
     tok = resolve_tokenizer(tokenizer)
@@ -369,8 +367,13 @@ def _tokenize_all(
                     out.consume(n, s, d, fut.result())
             except BrokenProcessPool as e:
                 raise DataError(
-                    f"a tokenizer worker process died ({e}); if this runs from an interactive "
-                    "prompt or stdin, run it from a script file or use num_workers=1"
+                    f"a tokenizer worker process died ({e})",
+                    Advice(
+                        "if this runs from an interactive prompt or stdin, run it from a script "
+                        "file or use num_workers=1",
+                        "run it again with --workers 1",
+                        "--workers",
+                    ),
                 ) from None
             finally:
                 for *_, fut in inflight:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from scratchgpt.errors import DataError
+from scratchgpt.errors import Advice, DataError
 from scratchgpt.fileio import PathLike
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -33,9 +33,14 @@ def _decode(data: bytes, path: Path, offset: int, line: int, errors: str) -> str
         ln = line + data.count(b"\n", 0, e.start)
         bad = data[e.start : e.start + 4].hex(" ")
         raise DataError(
-            f"{path}: not valid UTF-8 at byte offset {pos} (line {ln}; bytes {bad}): {e.reason}. "
-            "Convert the file to UTF-8, or pass encoding_errors='replace' "
-            "(CLI: --encoding-errors replace) to substitute invalid bytes."
+            f"{path}: not valid UTF-8 at byte offset {pos} (line {ln}; bytes {bad}): {e.reason}; "
+            "convert the file to UTF-8",
+            Advice(
+                "or pass encoding_errors='replace' to substitute invalid bytes",
+                "or pass --encoding-errors replace to substitute invalid bytes",
+                "--encoding-errors",
+                sep=", ",
+            ),
         ) from None
 
 
@@ -103,8 +108,12 @@ def _jsonl_pieces(path: Path, key: str, errors: str) -> Iterator[tuple[int, str,
                 if key not in record:
                     fields = ", ".join(map(repr, record)) or "none"
                     raise DataError(
-                        f"{path}: line {lineno}: no field {key!r} (fields: {fields}); pass "
-                        "jsonl_field=NAME (CLI: --jsonl-field NAME) to name the text field"
+                        f"{path}: line {lineno}: no field {key!r} (fields: {fields})",
+                        Advice(
+                            "pass jsonl_field=NAME to name the text field",
+                            "pass --jsonl-field NAME to name the text field",
+                            "--jsonl-field",
+                        ),
                     )
                 value = record[key]
                 if not isinstance(value, str):
@@ -140,7 +149,12 @@ def collect_files(
             )
             if not found:
                 raise DataError(
-                    f"{p}: no files matching {glob!r} in this folder or below; use glob="
+                    f"{p}: no files matching {glob!r} in this folder or below",
+                    Advice(
+                        "choose another pattern with glob=",
+                        "choose another pattern with --glob",
+                        "--glob",
+                    ),
                 )
             paths = found
         elif p.is_file():

@@ -101,15 +101,15 @@ class SlidingWindowDataset(Dataset):
         _check_positive(max_length=max_length, stride=stride)
         if isinstance(data, str):
             ids = tokenize_text(data, tokenizer, allowed_special=allowed_special)
-            what = "the text"
+            what = "the text holds"
         else:
             ids = _as_id_tensor(data)
-            what = "the token ids"
+            what = "the token ids hold"
             if ids.numel() == 0:
                 raise DataError("the token id sequence is empty: there is nothing to train on")
         if ids.numel() <= max_length:
             raise DataError(
-                f"{what} hold {ids.numel()} tokens, too few for one window of max_length="
+                f"{what} {ids.numel()} tokens, too few for one window of max_length="
                 f"{max_length}: a window needs more than max_length tokens (input plus the "
                 f"shifted target). Use max_length <= {ids.numel() - 1} or more text."
             )

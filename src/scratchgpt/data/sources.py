@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchgpt.errors import DataError
+from scratchgpt.errors import Advice, DataError
 from scratchgpt.fileio import (
     PathLike,
     atomic_path,
@@ -157,13 +157,29 @@ def cache_path(name: str, cache_dir: PathLike | None = None) -> Path:
     return root / get_source(name).filename
 
 
-def _verify(path: Path, source: Source, what: str, hint: str) -> None:
+def _verify(path: Path, source: Source, what: str, advice: Advice) -> None:
     digest = sha256_file(path)
     if digest != source.sha256:
         raise DataError(
             f"{path}: sha256 mismatch for {what} {source.name!r}: got {digest}, expected "
-            f"{source.sha256}; {hint}"
+            f"{source.sha256}",
+            advice,
         )
+
+
+def _redownload(name: str) -> Advice:
+    return Advice(
+        "delete it or re-download with force=True",
+        f"delete it or run `scratchgpt data download {name} --force`",
+    )
+
+
+# Python users name a local copy; the command line downloads from another URL (file:// works).
+_LOCAL_COPY = Advice(
+    "pass local_path=... to a copy you trust, or use the bundled copy",
+    "pass --url with a mirror or the file:// URL of a copy you trust",
+    "--url",
+)
 
 
 def get_path(
@@ -181,20 +197,29 @@ def get_path(
         if not p.is_file():
             raise DataError(f"{p}: local copy of {name!r} not found (local_path)")
         if verify:
-            _verify(p, source, "local copy of", "pass verify=False to use a modified copy anyway")
+            _verify(
+                p,
+                source,
+                "local copy of",
+                Advice("pass verify=False to use a modified copy anyway"),
+            )
         return p
     bundled = source.bundled_path
     if bundled is not None:
         return bundled
     cached = cache_path(name, cache_dir)
     if cached.is_file():
-        _verify(cached, source, "cached", "delete it or re-download with force=True")
+        _verify(cached, source, "cached", _redownload(name))
         return cached
     if download:
         return _download(name, cache_dir=cache_dir)
     raise DataError(
-        f"{name!r} is not bundled and not in the cache ({cached}); pass download=True "
-        f"(CLI: scratchgpt data download {name}) or local_path=... to a copy you have"
+        f"{name!r} is not bundled and not in the cache ({cached})",
+        Advice(
+            "pass download=True, or local_path=... to a copy you have",
+            f"run `scratchgpt data download {name}`, or give the path of a copy you have instead "
+            "of the name",
+        ),
     )
 
 
@@ -216,8 +241,8 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
             raise
         except urllib.error.HTTPError as e:
             raise DataError(
-                f"could not download {url}: the server answered HTTP {e.code} {e.reason}; "
-                "pass local_path=... or use the bundled copy"
+                f"could not download {url}: the server answered HTTP {e.code} {e.reason}",
+                _LOCAL_COPY,
             ) from None
         except (urllib.error.URLError, ValueError) as e:
             raise _unreachable(url, e) from None
@@ -229,9 +254,7 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
 
 def _unreachable(url: str, e: BaseException) -> DataError:
     reason = getattr(e, "reason", e)
-    return DataError(
-        f"could not reach {url}: {reason}; pass local_path=... or use the bundled copy"
-    )
+    return DataError(f"could not reach {url}: {reason}", _LOCAL_COPY)
 
 
 def _extract_member(archive: Path, member: str, dest: Path, url: str) -> None:
@@ -265,7 +288,7 @@ def download(
     source = get_source(name)
     dest = cache_path(name, cache_dir)
     if dest.is_file() and not force:
-        _verify(dest, source, "cached", "re-download it with force=True")
+        _verify(dest, source, "cached", _redownload(name))
         return dest
     url = url or source.url
     make_folder(dest.parent)
@@ -284,8 +307,8 @@ def download(
         if digest != source.sha256:
             raise DataError(
                 f"{url}: sha256 mismatch for {name!r}: got {digest}, expected {source.sha256}; "
-                "the file on the server changed or the download was corrupted. Nothing was saved. "
-                "Pass local_path=... to use a copy you trust, or use the bundled copy"
+                "the file on the server changed or the download was corrupted; nothing was saved",
+                _LOCAL_COPY,
             )
         with atomic_path(dest) as out:
             os.replace(payload, out)

@@ -21,7 +21,7 @@ from torch import nn
 
 from scratchgpt.config import LORA_TARGETS as LORA_TARGETS
 from scratchgpt.config import LoRAConfig
-from scratchgpt.errors import CheckpointError, ConfigError
+from scratchgpt.errors import OVERWRITE_ADVICE, CheckpointError, ConfigError, OutputExistsError
 from scratchgpt.fileio import PathLike
 
 ADAPTER_FORMAT = "scratchgpt-lora-adapters"
@@ -179,7 +179,7 @@ def save_lora_adapters(
 
     p = Path(path)
     if p.exists() and not overwrite:
-        raise FileExistsError(f"{p} exists; refusing to overwrite it (pass overwrite=True)")
+        raise OutputExistsError(f"{p} exists; refusing to overwrite it", OVERWRITE_ADVICE)
     sd = model.state_dict()
     tensors = lora_state_dict(model)
     if not tensors:

@@ -73,14 +73,19 @@ class PretrainTask(Task):
         self.sample_tokens = sample_tokens
         if tokenizer is not None and sample_tokens > 0 and sample_prompt:
             # Fail now rather than at the first sample, possibly hours into the run.
-            from scratchgpt.errors import TokenizerError
+            from scratchgpt.errors import Advice, TokenizerError
 
             try:
                 tokenizer.encode(sample_prompt)
             except TokenizerError as e:
                 raise ConfigError(
                     f"train.sample_prompt {sample_prompt!r} cannot be encoded by the tokenizer "
-                    f"({e}); choose another --sample-prompt or pass --sample-tokens 0"
+                    f"({e.message})",
+                    Advice(
+                        "choose another train.sample_prompt or set train.sample_tokens to 0",
+                        "choose another --sample-prompt or pass --sample-tokens 0",
+                        "--sample-prompt",
+                    ),
                 ) from None
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:

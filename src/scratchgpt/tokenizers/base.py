@@ -21,7 +21,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal
 
-from scratchgpt.errors import TokenizerError
+from scratchgpt.errors import Advice, TokenizerError
 from scratchgpt.fileio import PathLike, atomic_write_json
 
 EOT = "<|endoftext|>"
@@ -77,9 +77,15 @@ def disallowed_special_error(text: str, token: str, position: int) -> TokenizerE
     line = text.count("\n", 0, position) + 1
     return TokenizerError(
         f"the text contains the special token {token!r} at character {position} (line {line}), "
-        f"and special tokens are disallowed by default. To encode it as the special token pass "
-        f"allowed_special={{{token!r}}} or allowed_special='all' (CLI: --allow-special); to "
-        f"encode it as ordinary text pass disallowed_special=() or use encode_ordinary()."
+        "and special tokens are disallowed by default",
+        Advice(
+            f"To encode it as the special token pass allowed_special={{{token!r}}} or "
+            "allowed_special='all'; to encode it as ordinary text pass disallowed_special=() or "
+            "use encode_ordinary()",
+            "Pass --allow-special to encode it as the special token",
+            "--allow-special",
+            sep=". ",
+        ),
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import regex
 
-from scratchgpt.errors import DataError, TokenizerError
+from scratchgpt.errors import Advice, DataError, TokenizerError
 from scratchgpt.tokenizers.base import EOT, Tokenizer, bad_id_error, special_regex
 
 # GPT-2's pre-tokenizer, as tiktoken writes it for the "gpt2" encoding: possessive quantifiers
@@ -476,9 +476,14 @@ def _read_chunks(
                 bad = part[e.start : e.start + 4].hex(" ")
                 raise DataError(
                     f"{path}: not valid UTF-8 at byte offset {offset + e.start} (line {line}, "
-                    f"column {offset + e.start - start + 1}; bytes {bad}): {e.reason}. Convert the "
-                    "file to UTF-8, or pass encoding_errors='replace' (CLI: --encoding-errors "
-                    "replace) to substitute invalid bytes."
+                    f"column {offset + e.start - start + 1}; bytes {bad}): {e.reason}; convert the "
+                    "file to UTF-8",
+                    Advice(
+                        "or pass encoding_errors='replace' to substitute invalid bytes",
+                        "or pass --encoding-errors replace to substitute invalid bytes",
+                        "--encoding-errors",
+                        sep=", ",
+                    ),
                 ) from None
             lines += part.count(b"\n")
             nl = part.rfind(b"\n")
@@ -656,8 +661,9 @@ def train_bpe(
     minimum = 256 + len(specials)
     if type(vocab_size) is not int or vocab_size < minimum:
         raise TokenizerError(
-            f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs at least {minimum} "
-            f"tokens (256 bytes + {len(specials)} special token(s)); choose a larger vocab_size"
+            f"a vocabulary of {vocab_size!r} tokens is too small: a byte-level BPE needs at least "
+            f"{minimum} tokens (256 bytes + {len(specials)} special token(s)); choose a larger "
+            "vocabulary size"
         )
     if isinstance(texts, (str, os.PathLike)):
         texts = [texts]

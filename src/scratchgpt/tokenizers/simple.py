@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from scratchgpt.errors import TokenizerError
+from scratchgpt.errors import Advice, TokenizerError
 from scratchgpt.tokenizers.base import EOT, SpecialSet, Tokenizer, as_int_ids, bad_id_error
 
 UNK = "<|unk|>"
@@ -211,7 +211,8 @@ class CharTokenizer(Tokenizer):
                 raise TokenizerError(
                     f"char tokenizer: character {_describe_char(c)} at position {pos} (line "
                     f"{line}) is not in the alphabet; build the alphabet from a corpus that "
-                    f"contains it, or create the tokenizer with unk=True to map it to {UNK}"
+                    "contains it",
+                    Advice(f"or create the tokenizer with unk=True to map it to {UNK}", sep=", "),
                 )
             out.append(i)
         return out

@@ -248,7 +248,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("time", f"{summary['session_seconds']:.1f} s"),
         ("throughput", f"{summary['tokens_per_s']:,.0f} tokens/s"),
     ]
-    if summary.get("mfu") is not None:
+    if summary.get("peak_unreliable"):
+        lines.append(
+            (
+                "MFU",
+                f"not shown: the {summary['peak_source']} peak ({summary['peak_tflops']:.2f} "
+                f"TFLOP/s) is below the {summary['achieved_tflops']:.2f} TFLOP/s training "
+                "reached, so it is unreliable (other work was using the device while it was "
+                "measured)",
+            )
+        )
+    elif summary.get("mfu") is not None:
         lines.append(
             (
                 "MFU",

@@ -112,7 +112,7 @@ def train(
 
     # ---- how long the run is
     n_train = len(train_data)  # type: ignore[arg-type]
-    per_epoch = steps_per_epoch(n_train, config, job.world_size)
+    per_epoch = steps_per_epoch(n_train, config, job.world_size, unit=task.unit)
     first = collate([train_data[0]])
     n_steps = total_steps(config, per_epoch, task.count_tokens(first) * config.batch_size * kw)
     schedule = make_schedule(config, n_steps)

@@ -84,10 +84,15 @@ def mfu_report(
     else:
         peak, source = peak_tflops(device, amp_dtype or torch.float32)
     achieved = tokens_per_s * flops_per_token / 1e12
+    mfu = achieved / peak if peak > 0 else None
+    # Above 100% of a measured peak the measurement is what is wrong (other work shared the
+    # device while the matmul ran), not the training: no MFU rather than an impossible one.
+    unreliable = mfu is not None and mfu > 1.0 and source.startswith("measured")
     return {
         "train_flops_per_token": flops_per_token,
         "achieved_tflops": achieved,
         "peak_tflops": peak,
         "peak_source": source,
-        "mfu": achieved / peak if peak > 0 else None,
+        "mfu": None if unreliable else mfu,
+        "peak_unreliable": unreliable,
     }

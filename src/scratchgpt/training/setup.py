@@ -105,25 +105,31 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def steps_per_epoch(n_train: int, config: TrainConfig, world_size: int = 1) -> int:
-    """Optimizer steps in one epoch of ``n_train`` windows; a DataError when not even one fits."""
+def steps_per_epoch(
+    n_train: int, config: TrainConfig, world_size: int = 1, *, unit: str = "window"
+) -> int:
+    """Optimizer steps in one epoch of ``n_train`` examples (``unit``: what one is called in
+    messages: window, text, example); a DataError when not even one fits."""
     k = config.grad_accum_steps
     batches = EpochBatchSampler(
         n_train, config.batch_size, shuffle=False, drop_last=config.drop_last, seed=0, epoch=0
     ).num_batches()
     if batches == 0:
         raise DataError(
-            f"the training data gives {n_train} window(s), fewer than batch_size="
-            f"{config.batch_size} (with drop_last no batch is left): use a smaller batch_size, a "
-            "smaller stride or max_length, or more data"
+            f"the training data gives {n_train} {unit}(s), fewer than the batch size "
+            f"{config.batch_size} (with drop_last no batch is left): use a smaller batch size"
+            + (", a smaller stride or max_length" if unit == "window" else "")
+            + ", or more data"
         )
     steps = batches // (k * world_size)
     if steps < 1:
         raise DataError(
-            f"the training data gives {n_train} window(s) = {batches} micro-batch(es) "
+            f"the training data gives {n_train} {unit}(s) = {batches} micro-batch(es) "
             f"of {config.batch_size} per epoch, fewer than grad_accum_steps={k}"
             + (f" x {world_size} ranks" if world_size > 1 else "")
-            + ": use a smaller batch_size or grad_accum_steps, shorter windows, or more data"
+            + ": use a smaller batch size or grad_accum_steps"
+            + (", shorter windows" if unit == "window" else "")
+            + ", or more data"
         )
     return steps
 

@@ -62,6 +62,8 @@ class Task(ABC):
     """
 
     name = "task"
+    # What one training example is, in messages ("the training data gives 3 texts").
+    unit = "window"
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:

@@ -8,10 +8,12 @@ A local folder or file works everywhere a model name does; names (``gpt2-small``
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike, atomic_write_json
@@ -117,32 +119,87 @@ def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+# Errnos of a machine that cannot reach a host (ConnectionError covers refused/reset/aborted).
+_UNREACHABLE_ERRNOS = frozenset(
+    getattr(errno, n)
+    for n in ("ENETUNREACH", "EHOSTUNREACH", "ENETDOWN", "EHOSTDOWN", "ETIMEDOUT")
+    if hasattr(errno, n)
+)
+# HTTP client libraries the hub client has used; their transport errors (DNS, refused, timeout,
+# TLS, proxy) are recognised by class name so no particular one (httpx, httpx2, requests ...)
+# needs to be installed or imported here.
+_TRANSPORT_MODULES = ("httpx", "httpcore", "requests", "urllib3", "aiohttp")
+_TRANSPORT_CLASSES = frozenset(
+    {"TransportError", "NetworkError", "ConnectError", "TimeoutException", "ConnectionError",
+     "Timeout", "ProxyError", "SSLError", "NewConnectionError", "MaxRetryError",
+     "ClientConnectionError"}
+)  # fmt: skip
 
-    errors += [LocalEntryNotFoundError, OfflineModeIsEnabled]
+
+def _is_network_error(error: BaseException) -> bool:
+    """Whether ``error`` itself says the hub could not be reached (not that it refused)."""
+    if isinstance(error, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True  # includes the hub client's OfflineModeIsEnabled
+    if isinstance(error, OSError) and error.errno in _UNREACHABLE_ERRNOS:
+        return True
+    for klass in type(error).__mro__:
+        top = klass.__module__.split(".")[0]
+        if top.startswith(_TRANSPORT_MODULES) and klass.__name__ in _TRANSPORT_CLASSES:
+            return True
+    return False
+
+
+def network_failure(error: BaseException) -> BaseException | None:
+    """The connection failure behind ``error`` (itself, or down its chain of causes), or None.
+
+    The hub client raises transport errors as they are from metadata calls, and wraps them in a
+    ``LocalEntryNotFoundError`` ("not in the local cache") from file downloads."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_network_error(current):
+            return current
+        current = current.__cause__ or current.__context__
     try:
-        import httpx
-
-        errors.append(httpx.TransportError)
+        from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:
-        pass
+        return None
+    # Offline without a recorded cause: the client only says the file is not cached.
+    return error if isinstance(error, LocalEntryNotFoundError) else None
+
+
+def _short(error: BaseException, limit: int = 160) -> str:
+    """The error's message on one line, shortened."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hub_host() -> str:
     try:
-        import requests
+        from huggingface_hub import constants
 
-        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+        endpoint = constants.ENDPOINT
     except ImportError:
-        pass
-    return tuple(errors)
+        endpoint = "https://huggingface.co"
+    return urlsplit(endpoint).netloc or endpoint
 
 
-def _offline_error(repo: str, target: Path, why: str) -> CheckpointError:
+def _offline_error(
+    repo: str, target: Path, why: str, fix: str = "check the network"
+) -> CheckpointError:
     return CheckpointError(
-        f"could not reach the Hugging Face hub to download {repo} ({why}); pretrained weights "
-        "need a network. On a machine without one, copy a GPT-2 folder (config.json + "
-        f"model.safetensors) here and pass its path instead of the name, or put it at {target}"
+        f"cannot reach {_hub_host()} to download {repo} ({why}); {fix}, or, on a machine "
+        "without one, copy a downloaded GPT-2 folder (config.json + model.safetensors) to "
+        f"{target} or pass its path wherever a model name goes"
     )
+
+
+def check_download_dir(target: PathLike) -> None:
+    """A CheckpointError unless ``target`` is a folder or can become one."""
+    p = Path(target).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CheckpointError(f"{p}: exists and is not a folder; choose a folder to download into")
 
 
 def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False) -> Path:
@@ -157,6 +214,7 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
         raise CheckpointError(f"unknown model name {name!r}; known names: {_known_names()}")
     repo = GPT2_REPOS[canonical]
     target = Path(dir).expanduser() if dir is not None else model_cache_dir(canonical)
+    check_download_dir(target)
     if not force and is_downloaded(target):
         return target
     try:
@@ -168,7 +226,9 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
             "downloading needs huggingface_hub: pip install 'scratchgpt[hf]'"
         ) from None
     if _offline_env() or hub_constants.HF_HUB_OFFLINE:
-        raise _offline_error(repo, target, "HF_HUB_OFFLINE is set")
+        raise _offline_error(
+            repo, target, "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to use the network"
+        )
 
     try:
         info = huggingface_hub.HfApi().model_info(repo, files_metadata=True)
@@ -182,10 +242,18 @@ def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False
             huggingface_hub.hf_hub_download(
                 repo, filename, revision=info.sha, local_dir=target, force_download=force
             )
-    except _network_errors() as e:
-        raise _offline_error(repo, target, f"{type(e).__name__}: {e}") from None
+    except CheckpointError:
+        raise
     except HfHubHTTPError as e:
-        raise CheckpointError(f"the Hugging Face hub refused to serve {repo}: {e}") from None
+        # The hub answered, with an error status (unknown repository, rate limit, outage).
+        raise CheckpointError(
+            f"{_hub_host()} refused to serve {repo}: {_short(e)}; try again later"
+        ) from None
+    except Exception as e:
+        cause = network_failure(e)
+        if cause is None:
+            raise
+        raise _offline_error(repo, target, _short(cause)) from None
 
     weights = target / "model.safetensors"
     got = sha256_file(weights)

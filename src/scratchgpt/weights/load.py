@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchgpt.config import GPTConfig, LoRAConfig
+from scratchgpt.config import SHAPE_FIELDS, GPTConfig, LoRAConfig
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike
 from scratchgpt.weights.hf import HFFamily, hf_family, load_hf
@@ -107,7 +107,7 @@ def inspect_model(name_or_path: PathLike) -> ModelFiles:
         family = hf_family(raw, source)
         cfg = family.config_from_hf(raw, source)
         return ModelFiles(p, folder, weights, f"hf-{family.model_type}", cfg, {}, {}, None, family)
-    cfg = GPTConfig.from_dict(raw, source=source)
+    cfg = GPTConfig.from_dict(raw, source=source, required=SHAPE_FIELDS)
     manifest = read_manifest(folder)
     metadata = dict(manifest.get("metadata", {}))
     tok = folder / TOKENIZER_FILE

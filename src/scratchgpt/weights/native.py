@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from scratchgpt import __version__
 from scratchgpt.config import GPTConfig
-from scratchgpt.errors import CheckpointError
+from scratchgpt.errors import Advice, CheckpointError
 from scratchgpt.fileio import PathLike, atomic_folder, default_permissions, read_json, write_json
 from scratchgpt.weights.tensors import (
     DictSource,
@@ -279,8 +279,8 @@ def locate_checkpoint(path: PathLike) -> tuple[Path, Path, dict[str, Any]]:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(
-            f"{folder}: missing {CONFIG_FILE}; a checkpoint needs config.json beside its weights "
-            "(write one with GPTConfig.save, or save the model with save_checkpoint)"
+            f"{folder}: missing {CONFIG_FILE}; a checkpoint needs config.json beside its weights",
+            Advice("write one with GPTConfig.save, or save the model with save_checkpoint"),
         )
     raw = read_json(config_path)
     if not isinstance(raw, dict):

@@ -71,6 +71,12 @@ class ClassifyData:
         validate_fields(self, "data")
         if self.max_length is not None and self.max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
+        t, v = self.train_frac, self.val_frac
+        if not (0 < t < 1 and 0 <= v < 1 and t + v <= 1):
+            raise ConfigError(
+                f"data.train_frac {t} and data.val_frac {v} must be in (0, 1) and [0, 1) and sum "
+                "to at most 1 (the rest is the test set)"
+            )
 
 
 @dataclass

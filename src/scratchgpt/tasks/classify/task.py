@@ -69,6 +69,7 @@ class ClassifyTask(Task):
     """Cross-entropy on the last real token's logits; batches are (ids, mask, labels)."""
 
     name = TASK_NAME
+    unit = "text"
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         ids, mask, labels = batch

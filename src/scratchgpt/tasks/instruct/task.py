@@ -25,6 +25,7 @@ class InstructTask(Task):
     """Next-token loss on instruction examples; the sample answers a fixed validation record."""
 
     name = "instruct"
+    unit = "example"
 
     def __init__(
         self,

@@ -38,6 +38,9 @@ GPT2_EOT_ID = 50256
 # --------------------------------------------------------------------------------------------
 
 
+HF_SHAPE_KEYS = ("vocab_size", "n_embd", "n_head", "n_layer")
+
+
 def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTConfig:
     """The GPTConfig of a Hugging Face GPT-2 config.json; unsupported options are refused."""
     if "model_type" not in raw:
@@ -56,7 +59,17 @@ def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTCo
             f"{source}: activation_function {act!r} is not supported; scratchgpt's GPT uses the "
             f"tanh GELU ({' or '.join(SUPPORTED_ACTIVATIONS)})"
         )
-    n_embd = raw.get("n_embd", 768)
+    # The sizes must be in the file: transformers' defaults (GPT-2 small) would build a model
+    # that does not match the weights.
+    missing = [k for k in HF_SHAPE_KEYS if k not in raw]
+    if "n_positions" not in raw and "n_ctx" not in raw:
+        missing.append("n_positions")
+    if missing:
+        raise CheckpointError(
+            f"{source}: missing field(s) {missing}; a GPT-2 config.json must give "
+            f"{', '.join(HF_SHAPE_KEYS)} and n_positions (they fix the weights' shapes)"
+        )
+    n_embd = raw["n_embd"]
     n_inner = raw.get("n_inner")
     if n_inner is not None and n_inner != 4 * n_embd:
         raise CheckpointError(
@@ -73,13 +86,13 @@ def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTCo
             raise CheckpointError(
                 f"{source}: {key}={raw[key]!r} is not supported ({why}); it must be {want}"
             )
-    context = raw.get("n_positions", raw.get("n_ctx", 1024))
+    context = raw["n_positions"] if "n_positions" in raw else raw["n_ctx"]
     fields = dict(
-        vocab_size=raw.get("vocab_size", 50257),
+        vocab_size=raw["vocab_size"],
         context_length=context,
         emb_dim=n_embd,
-        n_heads=raw.get("n_head", 12),
-        n_layers=raw.get("n_layer", 12),
+        n_heads=raw["n_head"],
+        n_layers=raw["n_layer"],
         drop_rate=float(raw.get("resid_pdrop", raw.get("embd_pdrop", 0.1))),
         qkv_bias=True,
         tie_weights=bool(raw.get("tie_word_embeddings", True)),
