@@ -219,19 +219,21 @@ def _gen_warnings(fn) -> list[warnings.WarningMessage]:
 def test_context_slide_warning_once_per_call(tiny_model):
     from scratchgpt.generation import generate
 
-    prompt = torch.randint(0, 64, (1, 10))  # context 16: room for 6 new tokens
+    # Context 16: the 7th new token is sampled from 10 + 6 = 16 tokens, the 8th would slide.
+    prompt = torch.randint(0, 64, (1, 10))
     caught = _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=12))
     assert len(caught) == 1
     message = str(caught[0].message)
     assert "10 prompt tokens + up to 12 new tokens go past the context size of 16" in message
-    assert "ask for at most 6 new tokens" in message
+    assert "after 7 new tokens" in message and "ask for at most 7 new tokens" in message
     assert caught[0].filename == __file__  # points at the caller's line
-    assert not _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=6))
+    assert not _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=7))
+    assert _gen_warnings(lambda: generate(tiny_model, prompt, max_new_tokens=8))
     full = torch.randint(0, 64, (1, 16))  # the prompt fills the context
     (caught,) = _gen_warnings(lambda: generate(tiny_model, full, max_new_tokens=2))
     (one,) = _gen_warnings(lambda: generate(tiny_model, full[:, :1], max_new_tokens=20))
     assert str(one.message).startswith("1 prompt token + up to 20 new tokens")
-    assert str(caught.message).endswith("a shorter prompt keeps it fast")
+    assert "ask for at most 1 new token (or a shorter prompt)" in str(caught.message)
     # Without the KV cache every step re-runs the window anyway: nothing gets slower.
     assert not _gen_warnings(lambda: generate(tiny_model, prompt, 12, use_cache=False))
 

@@ -270,18 +270,16 @@ def make_decoder(
         tokenizer=tokenizer,
     )
     prompt_len = ids.shape[1]
-    if dec.use_cache and prompt_len <= context_size < prompt_len + max_new_tokens:
-        room = context_size - prompt_len
-        advice = (
-            f"ask for at most {room} new tokens to keep it fast"
-            if room
-            else "a shorter prompt keeps it fast"
-        )
+    # The last new token is sampled from a forward pass over prompt_len + max_new_tokens - 1
+    # tokens: the window slides only when that is longer than the context.
+    if dec.use_cache and prompt_len <= context_size < prompt_len + max_new_tokens - 1:
+        room = context_size - prompt_len + 1  # new tokens that fit before the window slides
         warnings.warn(
             f"{prompt_len} prompt token{'s' * (prompt_len != 1)} + up to {max_new_tokens} new "
-            f"tokens go past the context size of {context_size}: after {room} new tokens, each "
-            f"token re-runs the whole {context_size}-token window without the KV cache (several "
-            f"times slower); {advice}",
+            f"tokens go past the context size of {context_size}: after {room} new "
+            f"token{'s' * (room != 1)}, each token re-runs the whole {context_size}-token window "
+            f"without the KV cache (several times slower); ask for at most {room} new "
+            f"token{'s' * (room != 1)} (or a shorter prompt) to keep it fast",
             ContextSlideWarning,
             stacklevel=3,
         )
