@@ -304,6 +304,7 @@ def test_pretrain_checkpoint_on_a_full_disk(tmp_path, capsys, full_on_second_sav
     ckpts = run / "checkpoints"
     assert f"cannot write {ckpts / 'step-000002'}: no space left on device" in line
     assert "step-000001" in line and "intact" in line
+    assert line.endswith("then continue with --resume") and "resume=True" not in line
     assert steps(ckpts) == ["step-000001"]
     assert (ckpts / "latest").read_text().strip() == "step-000001"
     assert hidden(run) == []

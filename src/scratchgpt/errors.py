@@ -76,8 +76,15 @@ class OutputError(ScratchGPTError):
     permission is denied. The writer has removed its temporary files; what was there before is
     unchanged. ``path`` is the output, ``errno`` the operating system's error number."""
 
-    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        advice: Advice | None = None,
+        *,
+        path: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        super().__init__(message, advice)
         self.path = path
         self.errno = errno
 

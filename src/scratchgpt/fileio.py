@@ -222,13 +222,16 @@ def output_error(
     return OutputError(message, path=None if target is None else str(target), errno=code)
 
 
-def output_error_with_note(err: OutputError, note: str) -> OutputError:
-    """``err`` again, saying ``note`` about what survived instead of the writer's default."""
+def output_error_with_note(
+    err: OutputError, note: str, advice: Advice | None = None
+) -> OutputError:
+    """``err`` again, saying ``note`` about what survived instead of the writer's default (and
+    ``advice`` on what to do next, in its Python and command-line spellings)."""
     if err.errno not in _DISK_CAUSES or err.path is None:
         return err
     code = err.errno
     message = f"cannot write {err.path}: {_DISK_CAUSES[code]}; {note}; {_DISK_ADVICE[code]}"
-    return OutputError(message, path=err.path, errno=code)
+    return OutputError(message, advice, path=err.path, errno=code)
 
 
 @contextlib.contextmanager

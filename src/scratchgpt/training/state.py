@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from scratchgpt.config import GPTConfig
-from scratchgpt.errors import CheckpointError, ConfigError, DataError, OutputError
+from scratchgpt.errors import Advice, CheckpointError, ConfigError, DataError, OutputError
 from scratchgpt.fileio import (
     PathLike,
     atomic_folder,
@@ -247,13 +247,11 @@ def save_training_checkpoint(
                 torch.save(state, f)
         atomic_write_text(root / LATEST_FILE, name + "\n")
     except OutputError as e:
-        kept = (
-            f"the last checkpoint, {previous}, is intact (continue from it with resume=True, "
-            "CLI: --resume)"
-            if previous is not None and previous.is_dir()
-            else "no checkpoint of this run was saved yet"
-        )
-        raise output_error_with_note(e, kept) from e
+        if previous is not None and previous.is_dir():
+            kept = f"the last checkpoint, {previous}, is intact"
+            advice = Advice("then continue from it with resume=True", "then continue with --resume")
+            raise output_error_with_note(e, kept, advice) from e
+        raise output_error_with_note(e, "no checkpoint of this run was saved yet") from e
     return final
 
 
