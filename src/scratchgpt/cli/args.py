@@ -96,6 +96,20 @@ class CommandParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """--temperature, --top-k and --top-p, checked where they are parsed (generate, chat)."""
+    p.add_argument(
+        "--temperature",
+        type=nonnegative_float,
+        default=0.0,
+        help="0 = greedy (default); > 0 samples",
+    )
+    p.add_argument(
+        "--top-k", type=positive_int, metavar="K", help="sample only from the K likeliest"
+    )
+    p.add_argument("--top-p", type=probability, metavar="P", help="nucleus sampling: keep mass P")
+
+
 def command_flags(parser: argparse.ArgumentParser, command: str | None) -> frozenset[str]:
     """Every option string of ``command`` (its sub-commands included), so an error's advice
     names a flag only where the command has it."""

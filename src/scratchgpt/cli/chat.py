@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import Any
 
-from scratchgpt.cli.args import nonnegative_float, positive_int, probability
+from scratchgpt.cli.args import add_sampling_flags, positive_int
 
 PROMPT = ">>> "
 HELP = "commands: /reset forgets the conversation, /exit (or Ctrl-D) quits"
@@ -28,16 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--max-new-tokens", type=positive_int, default=256, metavar="N", help="default: 256"
     )
-    p.add_argument(
-        "--temperature",
-        type=nonnegative_float,
-        default=0.0,
-        help="0 = greedy (default); > 0 samples",
-    )
-    p.add_argument(
-        "--top-k", type=positive_int, metavar="K", help="sample only from the K likeliest"
-    )
-    p.add_argument("--top-p", type=probability, metavar="P", help="nucleus sampling: keep mass P")
+    add_sampling_flags(p)
     p.add_argument("--seed", type=int, help="seed for sampling")
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from scratchgpt.cli.args import nonnegative_float, nonnegative_int, positive_int, probability
+from scratchgpt.cli.args import add_sampling_flags, nonnegative_int, positive_int
 from scratchgpt.config import PRESETS
 
 # The book seeds its random models with 123; a preset model without --seed uses it too, so the
@@ -36,16 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--max-new-tokens", type=nonnegative_int, default=50, metavar="N", help="default: 50"
     )
-    p.add_argument(
-        "--temperature",
-        type=nonnegative_float,
-        default=0.0,
-        help="0 = greedy (default); > 0 samples",
-    )
-    p.add_argument(
-        "--top-k", type=positive_int, metavar="K", help="sample only from the K likeliest"
-    )
-    p.add_argument("--top-p", type=probability, metavar="P", help="nucleus sampling: keep mass P")
+    add_sampling_flags(p)
     p.add_argument(
         "--seed",
         type=int,
