@@ -146,3 +146,93 @@ def test_adapters_save_and_load(tmp_path):
         load_lora_adapters(other, bad)
     with pytest.raises(ConfigError, match="no LoRA layers"):
         save_lora_adapters(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's appendix E, written out as the reference: its LoRALayer initialisation and its
+# replace_linear_with_lora recursion (depth first over named_children, in definition order).
+
+
+class BookLoRALayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(in_dim, rank))
+        nn.init.kaiming_uniform_(self.A, a=5**0.5)
+        self.B = nn.Parameter(torch.zeros(rank, out_dim))
+        self.alpha, self.rank = alpha, rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.alpha / self.rank) * (x @ self.A @ self.B)
+
+
+class BookLinearWithLoRA(nn.Module):
+    def __init__(self, linear: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.linear = linear
+        self.lora = BookLoRALayer(linear.in_features, linear.out_features, rank, alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.lora(x)
+
+
+def book_replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> None:
+    for name, module in model.named_children():
+        if isinstance(module, nn.Linear):
+            setattr(model, name, BookLinearWithLoRA(module, rank, alpha))
+        else:
+            book_replace_linear_with_lora(module, rank, alpha)
+
+
+def book_lora_classifier(base: GPTModel, seed: int, rank: int, alpha: float) -> GPTModel:
+    """Appendix E: seed, a new Linear(emb_dim, 2) head, everything frozen, LoRA everywhere."""
+    torch.manual_seed(seed)
+    base.out_head = nn.Linear(base.cfg.emb_dim, 2)
+    for p in base.parameters():
+        p.requires_grad = False
+    book_replace_linear_with_lora(base, rank, alpha)
+    return base
+
+
+def test_lora_initialisation_is_the_books_after_the_same_seed():
+    book = book_lora_classifier(tiny(), seed=123, rank=4, alpha=8)
+    ours = tiny()
+    torch.manual_seed(123)
+    make_classifier(ours, 2, trainable="lora", lora_rank=4, lora_alpha=8)
+    expected, got = book.state_dict(), ours.state_dict()
+    assert list(got) == list(expected)  # the same names: linear.weight, lora.A, lora.B, ...
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    assert {n for n, p in ours.named_parameters() if p.requires_grad} == {
+        n for n, p in book.named_parameters() if p.requires_grad
+    }
+    ids = torch.randint(0, 100, (2, 7))
+    assert torch.equal(ours(ids), book(ids))
+
+    # The book's name: every Linear, nothing frozen, the same A matrices after the same seed.
+    book2, ours2 = tiny(), tiny()
+    torch.manual_seed(5)
+    book_replace_linear_with_lora(book2, 2, 2)
+    torch.manual_seed(5)
+    replace_linear_with_lora(ours2, 2, 2)
+    for name, tensor in book2.state_dict().items():
+        assert torch.equal(ours2.state_dict()[name], tensor), name
+
+
+def test_lora_targets_keep_the_books_order():
+    """Fewer targets: the chosen layers are adapted in the book's (definition) order."""
+    ours = tiny()
+    torch.manual_seed(3)
+    apply_lora(ours, rank=2, alpha=2, targets=["head", "feed_forward"])
+    adapted = [n for n, m in ours.named_modules() if isinstance(m, LinearWithLoRA)]
+    assert adapted == [
+        "trf_blocks.0.ff.layers.0", "trf_blocks.0.ff.layers.2",
+        "trf_blocks.1.ff.layers.0", "trf_blocks.1.ff.layers.2", "out_head",
+    ]  # fmt: skip
+    torch.manual_seed(3)
+    draws = [
+        BookLoRALayer(m.linear.in_features, m.linear.out_features, 2, 2).A
+        for n, m in ours.named_modules()
+        if isinstance(m, LinearWithLoRA)
+    ]
+    for name, a in zip(adapted, draws, strict=True):
+        assert torch.equal(ours.get_submodule(name).lora.A, a), name

@@ -115,17 +115,29 @@ def apply_lora(
     if freeze:
         for p in model.parameters():
             p.requires_grad_(False)
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and _target_of(full) in wanted:
-                setattr(module, child_name, LinearWithLoRA(child, rank, alpha))
-                replaced += 1
+    replaced = _replace_linears(model, "", wanted, rank, alpha)
     if replaced == 0:
         raise ConfigError(f"no nn.Linear layer matches the LoRA targets {list(wanted)}")
     if new_cfg is not None:
         model.cfg = new_cfg
+    return replaced
+
+
+def _replace_linears(
+    module: nn.Module, prefix: str, wanted: Sequence[str], rank: int, alpha: float
+) -> int:
+    """The book's ``replace_linear_with_lora`` recursion: depth first over ``named_children``
+    in definition order, so each A matrix takes the same random numbers as the book's after the
+    same seed (the output head, defined last, is adapted last). Returns the layers replaced."""
+    replaced = 0
+    for name, child in module.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, nn.Linear):
+            if _target_of(full) in wanted:
+                setattr(module, name, LinearWithLoRA(child, rank, alpha))
+                replaced += 1
+        else:
+            replaced += _replace_linears(child, full, wanted, rank, alpha)
     return replaced
 
 
