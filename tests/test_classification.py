@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from book_reference import book_run, run_preset, write_spam_like_csv
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError, DataError
@@ -421,3 +422,42 @@ def test_load_checkpoint_refuses_a_classifier_with_a_pointer(tmp_path):
         CheckpointError, match=r"classifier checkpoint \(labels \['ham', 'spam'\]\)"
     ):
         load_checkpoint(tmp_path / "clf")
+
+
+# ---------------------------------------------------------------------------------------------
+# The book presets against the book's own loop (tests/book_reference.py), step for step
+
+
+def test_book_ch6_preset_reproduces_the_books_training_loop(base_ckpt, tmp_path):
+    """Section 6.7: seed 123 before the new head, the last block + final norm + head trained
+    with AdamW(lr 5e-5, weight decay 0.1), batch 8, drop_last, dropout 0; 15 steps, 3 epochs."""
+
+    # Texts of equal length: no padding, so the book's last position is the last real token.
+    same = write_spam_like_csv(tmp_path / "same.csv", equal_length=True)
+    ours, log = run_preset("book-ch6", base_ckpt, same, tmp_path / "a", **{"train.max_epochs": 3})
+    assert len(ours) == 15
+    book = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=True)
+    assert ours == pytest.approx(book, abs=1e-5, rel=0)
+    # The book decays every trainable tensor (biases, LayerNorm scales) too: a visible difference.
+    book_decay = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=False)
+    assert max(abs(a - b) for a, b in zip(ours, book_decay, strict=True)) > 1e-6
+    assert "recipe: preset book-ch6 (the book's chapter 6); differences from the book's" in log
+    assert "weight decay on weight matrices only" in log
+
+
+def test_book_ch6_preset_on_padded_texts_reads_the_last_real_token(base_ckpt, tmp_path):
+    """The one difference on purpose in what the loss sees: the book reads the last position,
+    a padding token for every text shorter than the longest; scratchgpt the last real token."""
+
+    padded = write_spam_like_csv(tmp_path / "padded.csv")
+    ours, log = run_preset("book-ch6", base_ckpt, padded, tmp_path / "b", **{"train.max_epochs": 2})
+    assert len(ours) == 10
+    book = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=True)
+    assert ours == pytest.approx(book, abs=1e-5, rel=0)
+    last_position = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=False)
+    assert abs(ours[0] - last_position[0]) > 1e-3  # from the first step on
+    assert "read each text's last real token (the book: the last position" in log
+    # Other settings are not the book's recipe: no such line.
+    _, log = run_preset("book-ch6", base_ckpt, padded, tmp_path / "c", **{"train.lr": 1e-3,
+                        "train.max_steps": 1})  # fmt: skip
+    assert "recipe: preset" not in log

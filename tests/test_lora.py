@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from book_reference import BookLoRALayer, book_replace_linear_with_lora
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError
 from scratchgpt.model import GPTModel
@@ -146,41 +147,6 @@ def test_adapters_save_and_load(tmp_path):
         load_lora_adapters(other, bad)
     with pytest.raises(ConfigError, match="no LoRA layers"):
         save_lora_adapters(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x.safetensors")
-
-
-# ---------------------------------------------------------------------------------------------
-# The book's appendix E, written out as the reference: its LoRALayer initialisation and its
-# replace_linear_with_lora recursion (depth first over named_children, in definition order).
-
-
-class BookLoRALayer(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.A = nn.Parameter(torch.empty(in_dim, rank))
-        nn.init.kaiming_uniform_(self.A, a=5**0.5)
-        self.B = nn.Parameter(torch.zeros(rank, out_dim))
-        self.alpha, self.rank = alpha, rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.alpha / self.rank) * (x @ self.A @ self.B)
-
-
-class BookLinearWithLoRA(nn.Module):
-    def __init__(self, linear: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.linear = linear
-        self.lora = BookLoRALayer(linear.in_features, linear.out_features, rank, alpha)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + self.lora(x)
-
-
-def book_replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> None:
-    for name, module in model.named_children():
-        if isinstance(module, nn.Linear):
-            setattr(model, name, BookLinearWithLoRA(module, rank, alpha))
-        else:
-            book_replace_linear_with_lora(module, rank, alpha)
 
 
 def book_lora_classifier(base: GPTModel, seed: int, rank: int, alpha: float) -> GPTModel:

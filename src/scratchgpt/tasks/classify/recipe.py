@@ -24,6 +24,7 @@ from torch import nn
 
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, atomic_write_json
+from scratchgpt.tasks.classify.book import book_note
 from scratchgpt.tasks.classify.config import (
     EPOCH_EVAL_FIELDS,
     FINETUNE_CONFIG_FILE,
@@ -161,6 +162,9 @@ def _describe(cfg: ClassifyConfig, data: _Data, model: nn.Module, base: str, say
         + (f" (rank {c.lora_rank}, alpha {c.lora_alpha})" if c.trainable == "lora" else "")
         + f", {n_trainable:,} of {n_total:,} parameters"
     )
+    note = book_note(cfg, model)
+    if note is not None:
+        say(note)
 
 
 def _report(
