@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from book_reference import BookLoRALayer, book_replace_linear_with_lora
+from book_reference import (
+    BookLoRALayer,
+    book_replace_linear_with_lora,
+    book_run,
+    run_preset,
+    write_spam_like_csv,
+)
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError, ConfigError
 from scratchgpt.model import GPTModel
@@ -202,3 +208,25 @@ def test_lora_targets_keep_the_books_order():
     ]
     for name, a in zip(adapted, draws, strict=True):
         assert torch.equal(ours.get_submodule(name).lora.A, a), name
+
+
+def test_book_appendix_e_preset_reproduces_the_books_lora_training(tmp_path):
+    """Appendix E: seed 123, the new head, everything frozen, LoRA rank 16 / alpha 16 on every
+    Linear layer; AdamW(lr 8e-4, weight decay 0.1), batch 8; the book's loop, 15 steps."""
+    from scratchgpt.tokenizers import get_tokenizer
+    from scratchgpt.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    save_checkpoint(base, GPTModel(GPTConfig.from_preset("tiny", context_length=128)),
+                    get_tokenizer("gpt2"))  # fmt: skip
+    data = write_spam_like_csv(tmp_path / "same.csv", equal_length=True)
+    ours, log = run_preset("book-appendix-e", base, data, tmp_path / "run",
+                           **{"train.max_epochs": 3})  # fmt: skip
+    assert len(ours) == 15
+    # Every trainable tensor (A, B) is a matrix: no weight-decay difference with LoRA.
+    book = book_run(base, data, lr=8e-4, epochs=3, lora=(16, 16.0), ours=False)
+    assert ours == pytest.approx(book, abs=1e-5, rel=0)
+    assert ours[-1] < ours[0] - 0.01  # it learns: the comparison is not of constants
+    assert "recipe: preset book-appendix-e (the book's appendix E)" in log
+    assert "weight decay" not in log
