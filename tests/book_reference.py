@@ -107,16 +107,45 @@ def book_optimizer(model: nn.Module, lr: float, weight_decay: float, *, matrices
     )
 
 
+def book_calc_loss_loader(batches, model, num_batches: int, read_last_real: bool) -> float:
+    """Section 6.6: the mean of the first ``num_batches`` batch losses."""
+    batches = list(batches)[:num_batches]
+    total = 0.0
+    for input_batch, mask, target_batch in batches:
+        last = mask.sum(1) - 1 if read_last_real else None
+        total += book_calc_loss_batch(input_batch, target_batch, model, last).item()
+    return total / len(batches)
+
+
+def book_calc_accuracy_loader(batches, model, num_batches: int, read_last_real: bool) -> float:
+    """Section 6.6: the share of correct argmax predictions in the first ``num_batches``."""
+    model.eval()
+    correct_predictions, num_examples = 0, 0
+    for input_batch, mask, target_batch in list(batches)[:num_batches]:
+        with torch.no_grad():
+            out = model(input_batch)
+        rows = torch.arange(out.shape[0])
+        logits = out[rows, mask.sum(1) - 1] if read_last_real else out[:, -1, :]
+        predicted_labels = torch.argmax(logits, dim=-1)
+        num_examples += predicted_labels.shape[0]
+        correct_predictions += (predicted_labels == target_batch).sum().item()
+    return correct_predictions / num_examples
+
+
 def book_train_classifier_simple(
     model: nn.Module,
     epochs: Iterable[Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
     *,
     read_last_real: bool = False,
-) -> list[float]:
-    """Section 6.7's loop: per batch zero_grad, loss, backward, step; the training loss of
-    every step. (Its evaluations run under no_grad in eval mode and change no weight.)"""
-    losses = []
+    val: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = (),
+    eval_iter: int = 5,
+) -> tuple[list[float], list[tuple[float, float]]]:
+    """Section 6.7's loop: per batch zero_grad, loss, backward, step. Returns the training loss
+    of every step and, after each epoch, the validation loss and accuracy over ``eval_iter``
+    batches of ``val`` (the book's evaluations run in eval mode and change no weight, so when
+    they run does not matter)."""
+    losses, evals = [], []
     for batches in epochs:
         model.train()
         for input_batch, mask, target_batch in batches:
@@ -126,7 +155,13 @@ def book_train_classifier_simple(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    return losses
+        if val:
+            model.eval()
+            with torch.no_grad():
+                val_loss = book_calc_loss_loader(val, model, eval_iter, read_last_real)
+            val_acc = book_calc_accuracy_loader(val, model, eval_iter, read_last_real)
+            evals.append((val_loss, val_acc))
+    return losses, evals
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,18 +191,19 @@ def write_spam_like_csv(path: Path, *, n_train: int = 40, equal_length: bool = F
     return path
 
 
-def book_padded(texts: Sequence[str], labels: Sequence[int], tokenizer, pad_token_id=50256):
-    """SpamDataset: token ids padded to the longest text, with the mask of real tokens."""
-    encoded = [tokenizer.encode(t) for t in texts]
-    max_length = max(len(e) for e in encoded)
+def book_padded(texts, labels, tokenizer, max_length=None, pad_token_id=50256):
+    """SpamDataset: token ids padded to ``max_length`` (default: the longest text), with the
+    mask of real tokens."""
+    encoded = [tokenizer.encode(t)[:max_length] for t in texts]
+    max_length = max_length or max(len(e) for e in encoded)
     ids = torch.tensor([e + [pad_token_id] * (max_length - len(e)) for e in encoded])
     mask = torch.tensor([[1] * len(e) + [0] * (max_length - len(e)) for e in encoded])
     return ids, mask, torch.tensor(labels)
 
 
-def epoch_batches(ids, mask, labels, order: Sequence[int], batch_size: int = 8):
-    """One epoch's batches in ``order``, the last incomplete one dropped (drop_last=True)."""
-    n = len(order) // batch_size * batch_size
+def epoch_batches(ids, mask, labels, order: Sequence[int], batch_size=8, drop_last=True):
+    """One epoch's batches in ``order``, an incomplete last one dropped with ``drop_last``."""
+    n = len(order) // batch_size * batch_size if drop_last else len(order)
     for b in range(0, n, batch_size):
         idx = torch.tensor(order[b : b + batch_size])
         yield ids[idx], mask[idx], labels[idx]
@@ -177,9 +213,9 @@ def epoch_batches(ids, mask, labels, order: Sequence[int], batch_size: int = 8):
 # Both sides on the same data: a scratchgpt preset run and the book's code
 
 
-def run_preset(preset: str, base: Path, data: Path, out: Path, **over: Any) -> tuple[list, str]:
+def run_preset(preset: str, base: Path, data: Path, out: Path, **over: Any) -> tuple:
     """A classify preset run on ``data`` from the checkpoint ``base``, dropout off as the book's
-    BASE_CONFIG: (training loss of every step, the printed log)."""
+    BASE_CONFIG: (training loss of every step, the printed log, the metrics.jsonl records)."""
     overrides = {
         "model.checkpoint": str(base), "model.drop_rate": 0.0, "data.source": str(data),
         "data.split_column": "split", "train.device": "cpu", "train.progress": False,
@@ -191,15 +227,21 @@ def run_preset(preset: str, base: Path, data: Path, out: Path, **over: Any) -> t
     log: list[str] = []
     run(cfg, out, log=log.append)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["train_loss"] for r in records if "train_loss" in r], "\n".join(log)
+    return [r["train_loss"] for r in records if "train_loss" in r], "\n".join(log), records
 
 
-def book_run(base: Path, data: Path, *, lr: float, epochs: int, lora=None, ours: bool) -> list:
-    """The book's set-up, optimizer and loop on the same data in scratchgpt's data order;
-    ``ours`` swaps in the two choices scratchgpt makes differently (last real token, weight
-    decay on matrices only)."""
-    train = load_labelled(data, split_column="split").train
-    ids, mask, labels = book_padded(train.texts, train.labels, get_tokenizer("gpt2"))
+def book_run(
+    base: Path, data: Path, *, lr: float, epochs: int, lora=None, ours: bool
+) -> tuple[list[float], list[tuple[float, float]]]:
+    """The book's set-up, optimizer and loop on the same data in scratchgpt's data order:
+    training loss of every step, validation loss and accuracy after every epoch. ``ours``
+    swaps in the two choices scratchgpt makes differently (last real token, weight decay on
+    matrices only)."""
+    splits = load_labelled(data, split_column="split")
+    tokenizer = get_tokenizer("gpt2")
+    ids, mask, labels = book_padded(splits.train.texts, splits.train.labels, tokenizer)
+    val_data = book_padded(splits.val.texts, splits.val.labels, tokenizer, ids.shape[1])
+    val = list(epoch_batches(*val_data, range(len(val_data[2])), drop_last=False))
     model = book_classifier(load_model(base).model, lora=lora)
     optimizer = book_optimizer(model, lr, 0.1, matrices_only=ours)
     orders = [
@@ -207,4 +249,4 @@ def book_run(base: Path, data: Path, *, lr: float, epochs: int, lora=None, ours:
         for e in range(epochs)
     ]
     epochs_data = (epoch_batches(ids, mask, labels, o.tolist()) for o in orders)
-    return book_train_classifier_simple(model, epochs_data, optimizer, read_last_real=ours)
+    return book_train_classifier_simple(model, epochs_data, optimizer, read_last_real=ours, val=val)

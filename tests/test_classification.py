@@ -428,18 +428,29 @@ def test_load_checkpoint_refuses_a_classifier_with_a_pointer(tmp_path):
 # The book presets against the book's own loop (tests/book_reference.py), step for step
 
 
-def test_book_ch6_preset_reproduces_the_books_training_loop(base_ckpt, tmp_path):
-    """Section 6.7: seed 123 before the new head, the last block + final norm + head trained
-    with AdamW(lr 5e-5, weight decay 0.1), batch 8, drop_last, dropout 0; 15 steps, 3 epochs."""
+def per_epoch_validation(records: list[dict]) -> list[tuple[float, float]]:
+    return [(r["val_loss"], r["val_accuracy"]) for r in records if "val_loss" in r]
 
+
+def test_book_ch6_preset_reproduces_the_books_training_loop(base_ckpt, tmp_path):
+    """Sections 6.5-6.7: seed 123 before the new head; the last block, the final norm and the
+    head trained with AdamW(lr 5e-5, weight decay 0.1), batch 8, drop_last, dropout 0; the
+    loss and accuracy of section 6.6; 15 steps over 3 epochs."""
     # Texts of equal length: no padding, so the book's last position is the last real token.
     same = write_spam_like_csv(tmp_path / "same.csv", equal_length=True)
-    ours, log = run_preset("book-ch6", base_ckpt, same, tmp_path / "a", **{"train.max_epochs": 3})
+    ours, log, records = run_preset(
+        "book-ch6", base_ckpt, same, tmp_path / "a", **{"train.max_epochs": 3}
+    )
     assert len(ours) == 15
-    book = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=True)
+    book, book_val = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=True)
     assert ours == pytest.approx(book, abs=1e-5, rel=0)
+    # Validation loss and accuracy after each epoch: calc_loss_loader, calc_accuracy_loader.
+    ours_val = per_epoch_validation(records)
+    assert len(ours_val) == 3
+    for (loss, acc), (book_loss, book_acc) in zip(ours_val, book_val, strict=True):
+        assert loss == pytest.approx(book_loss, abs=1e-5) and acc == book_acc
     # The book decays every trainable tensor (biases, LayerNorm scales) too: a visible difference.
-    book_decay = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=False)
+    book_decay, _ = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=False)
     assert max(abs(a - b) for a, b in zip(ours, book_decay, strict=True)) > 1e-6
     assert "recipe: preset book-ch6 (the book's chapter 6); differences from the book's" in log
     assert "weight decay on weight matrices only" in log
@@ -448,16 +459,17 @@ def test_book_ch6_preset_reproduces_the_books_training_loop(base_ckpt, tmp_path)
 def test_book_ch6_preset_on_padded_texts_reads_the_last_real_token(base_ckpt, tmp_path):
     """The one difference on purpose in what the loss sees: the book reads the last position,
     a padding token for every text shorter than the longest; scratchgpt the last real token."""
-
     padded = write_spam_like_csv(tmp_path / "padded.csv")
-    ours, log = run_preset("book-ch6", base_ckpt, padded, tmp_path / "b", **{"train.max_epochs": 2})
+    ours, log, _ = run_preset(
+        "book-ch6", base_ckpt, padded, tmp_path / "b", **{"train.max_epochs": 2}
+    )
     assert len(ours) == 10
-    book = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=True)
+    book, _ = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=True)
     assert ours == pytest.approx(book, abs=1e-5, rel=0)
-    last_position = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=False)
+    last_position, _ = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=False)
     assert abs(ours[0] - last_position[0]) > 1e-3  # from the first step on
     assert "read each text's last real token (the book: the last position" in log
     # Other settings are not the book's recipe: no such line.
-    _, log = run_preset("book-ch6", base_ckpt, padded, tmp_path / "c", **{"train.lr": 1e-3,
-                        "train.max_steps": 1})  # fmt: skip
+    _, log, _ = run_preset("book-ch6", base_ckpt, padded, tmp_path / "c",
+                           **{"train.lr": 1e-3, "train.max_steps": 1})  # fmt: skip
     assert "recipe: preset" not in log

@@ -221,12 +221,15 @@ def test_book_appendix_e_preset_reproduces_the_books_lora_training(tmp_path):
     save_checkpoint(base, GPTModel(GPTConfig.from_preset("tiny", context_length=128)),
                     get_tokenizer("gpt2"))  # fmt: skip
     data = write_spam_like_csv(tmp_path / "same.csv", equal_length=True)
-    ours, log = run_preset("book-appendix-e", base, data, tmp_path / "run",
-                           **{"train.max_epochs": 3})  # fmt: skip
+    ours, log, records = run_preset("book-appendix-e", base, data, tmp_path / "run",
+                                    **{"train.max_epochs": 3})  # fmt: skip
     assert len(ours) == 15
     # Every trainable tensor (A, B) is a matrix: no weight-decay difference with LoRA.
-    book = book_run(base, data, lr=8e-4, epochs=3, lora=(16, 16.0), ours=False)
+    book, book_val = book_run(base, data, lr=8e-4, epochs=3, lora=(16, 16.0), ours=False)
     assert ours == pytest.approx(book, abs=1e-5, rel=0)
     assert ours[-1] < ours[0] - 0.01  # it learns: the comparison is not of constants
+    ours_val = [(r["val_loss"], r["val_accuracy"]) for r in records if "val_loss" in r]
+    for (loss, acc), (book_loss, book_acc) in zip(ours_val, book_val, strict=True):
+        assert loss == pytest.approx(book_loss, abs=1e-5) and acc == book_acc
     assert "recipe: preset book-appendix-e (the book's appendix E)" in log
-    assert "weight decay" not in log
+    assert "weight decay" not in log and "A matrices" in log

@@ -53,6 +53,11 @@ def book_differences(cfg: ClassifyConfig, model: nn.Module) -> list[str]:
             f"the data order of each epoch comes from a generator seeded by (seed {cfg.train.seed},"
             " epoch) (the book: its DataLoader's shuffling on the global RNG)"
         )
+    if cfg.classify.trainable == "lora":
+        out.append(
+            "the LoRA A matrices are drawn right after the new head (the appendix-E notebook "
+            "re-seeds and checks accuracy in between, its data loaders drawing 4 numbers)"
+        )
     drop = getattr(getattr(model, "cfg", None), "drop_rate", 0.0)
     if drop:
         out.append(f"dropout {drop} (the book fine-tunes with drop_rate 0.0)")
