@@ -453,7 +453,7 @@ def test_book_ch6_preset_reproduces_the_books_training_loop(base_ckpt, tmp_path)
     book_decay, _ = book_run(base_ckpt, same, lr=5e-5, epochs=3, ours=False)
     assert max(abs(a - b) for a, b in zip(ours, book_decay, strict=True)) > 1e-6
     assert "recipe: preset book-ch6 (the book's chapter 6); differences from the book's" in log
-    assert "weight decay on weight matrices only" in log
+    assert "weight decay on matrices only (book: also on biases and LayerNorm)" in log
 
 
 def test_book_ch6_preset_on_padded_texts_reads_the_last_real_token(base_ckpt, tmp_path):
@@ -468,8 +468,11 @@ def test_book_ch6_preset_on_padded_texts_reads_the_last_real_token(base_ckpt, tm
     assert ours == pytest.approx(book, abs=1e-5, rel=0)
     last_position, _ = book_run(base_ckpt, padded, lr=5e-5, epochs=2, ours=False)
     assert abs(ours[0] - last_position[0]) > 1e-3  # from the first step on
-    assert "read each text's last real token (the book: the last position" in log
+    assert "read each text's last real token (book: the last position, padding" in log
     # Other settings are not the book's recipe: no such line.
     _, log, _ = run_preset("book-ch6", base_ckpt, padded, tmp_path / "c",
                            **{"train.lr": 1e-3, "train.max_steps": 1})  # fmt: skip
     assert "recipe: preset" not in log
+    _, log, _ = run_preset("book-ch6", base_ckpt, padded, tmp_path / "d",
+                           **{"model.drop_rate": 0.1, "train.max_steps": 1})  # fmt: skip
+    assert "recipe: preset book-ch6" in log and "dropout 0.1 (book: 0.0)" in log

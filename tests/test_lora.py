@@ -232,4 +232,4 @@ def test_book_appendix_e_preset_reproduces_the_books_lora_training(tmp_path):
     for (loss, acc), (book_loss, book_acc) in zip(ours_val, book_val, strict=True):
         assert loss == pytest.approx(book_loss, abs=1e-5) and acc == book_acc
     assert "recipe: preset book-appendix-e (the book's appendix E)" in log
-    assert "weight decay" not in log and "A matrices" in log
+    assert "weight decay" not in log and "LoRA A matrices drawn right after the new head" in log

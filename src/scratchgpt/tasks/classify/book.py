@@ -39,32 +39,28 @@ def matching_book_preset(cfg: ClassifyConfig) -> str | None:
 def book_differences(cfg: ClassifyConfig, model: nn.Module) -> list[str]:
     """What this run does differently from the book's code, as short phrases."""
     out = [
-        "the loss and predictions read each text's last real token (the book: the last "
-        "position, a padding token for all but the longest texts)"
+        "the loss and predictions read each text's last real token (book: the last position, "
+        "padding in shorter texts)"
     ]
     trainable_1d = any(p.requires_grad and p.ndim < 2 for p in model.parameters())
     if cfg.train.weight_decay > 0 and trainable_1d:
-        out.append(
-            "weight decay on weight matrices only (the book: on every trainable tensor, biases "
-            "and LayerNorm scales too)"
-        )
+        out.append("weight decay on matrices only (book: also on biases and LayerNorm)")
     if cfg.train.shuffle:
         out.append(
-            f"the data order of each epoch comes from a generator seeded by (seed {cfg.train.seed},"
-            " epoch) (the book: its DataLoader's shuffling on the global RNG)"
+            f"data order from a generator seeded by (seed {cfg.train.seed}, epoch) (book: "
+            "DataLoader shuffling on the global RNG)"
         )
     if cfg.classify.trainable == "lora":
         out.append(
-            "the LoRA A matrices are drawn right after the new head (the appendix-E notebook "
-            "re-seeds and checks accuracy in between, its data loaders drawing 4 numbers)"
+            "LoRA A matrices drawn right after the new head (book notebook: after re-seeding and "
+            "an accuracy check whose data loaders draw 4 numbers)"
         )
     drop = getattr(getattr(model, "cfg", None), "drop_rate", 0.0)
     if drop:
-        out.append(f"dropout {drop} (the book fine-tunes with drop_rate 0.0)")
+        out.append(f"dropout {drop} (book: 0.0)")
     out.append(
-        "evaluation once per epoch on every validation batch, 'Step N' after N updates (the "
-        "book: losses every 50 steps and accuracies once per epoch on 5 batches, its 'Step "
-        "000000' after the first update)"
+        "evaluation once per epoch on all validation batches, 'Step N' after N updates (book: "
+        "every 50 steps on 5 batches, 'Step 000000' after the first update)"
     )
     return out
 
