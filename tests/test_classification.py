@@ -4,6 +4,7 @@ every bad input."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -476,3 +477,35 @@ def test_book_ch6_preset_on_padded_texts_reads_the_last_real_token(base_ckpt, tm
     _, log, _ = run_preset("book-ch6", base_ckpt, padded, tmp_path / "d",
                            **{"model.drop_rate": 0.1, "train.max_steps": 1})  # fmt: skip
     assert "recipe: preset book-ch6" in log and "dropout 0.1 (book: 0.0)" in log
+
+
+def test_book_note_names_the_preset_only_for_its_recipe():
+    from scratchgpt.tasks.classify.book import book_note
+
+    def note(preset: str, **over: Any) -> str | None:
+        d = ClassifyConfig.merge(
+            ClassifyConfig.preset_dict(preset), {"model.random_init": "tiny", **over}, "test"
+        )
+        cfg = ClassifyConfig.from_dict(d)
+        torch.manual_seed(0)
+        model = GPTModel(GPTConfig.from_preset("tiny", vocab_size=100))
+        c = cfg.classify
+        make_classifier(model, 2, trainable=c.trainable, lora_rank=c.lora_rank)
+        return book_note(cfg, model)
+
+    assert note("book-ch6").startswith("recipe: preset book-ch6 (the book's chapter 6)")
+    assert "bf16 autocast (book: fp32)" in note("book-ch6", **{"train.precision": "bf16"})
+    # Shorter, longer, other seeds and evaluation schedules are still the recipe.
+    assert note("book-ch6", **{"train.max_epochs": 1, "train.seed": 7, "train.eval_interval": 3})
+    assert note("book-appendix-e", **{"classify.train_blocks": 2}).startswith(
+        "recipe: preset book-appendix-e (the book's appendix E)"
+    )
+    for preset, key, value in [
+        ("book-ch6", "train.grad_clip", 1.0),
+        ("book-ch6", "train.schedule", "cosine"),
+        ("book-ch6", "train.batch_size", 4),
+        ("book-ch6", "classify.trainable", "lora"),  # LoRA at chapter 6's lr is not appendix E
+        ("book-ch6", "classify.train_blocks", 2),
+        ("book-appendix-e", "classify.lora_rank", 8),
+    ]:
+        assert note(preset, **{key: value}) is None, key

@@ -9,29 +9,42 @@ what to expect (tests/test_classification.py and tests/test_lora.py check both h
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from scratchgpt.tasks.classify.config import ClassifyConfig
-from scratchgpt.training.config import list_presets, preset_mapping
+from scratchgpt.tasks.classify.config import ClassifyConfig, ClassifyOptions
+from scratchgpt.training.config import TrainConfig, preset_mapping
+from scratchgpt.training.setup import resolve_device, resolve_precision
 
-# Fields sized from the data, or how long to train: a shorter run follows the recipe as far as
-# it goes.
-_NOT_RECIPE = {"epoch_eval", "eval_interval", "eval_batches", "max_epochs"}
 BOOK_SECTIONS = {"book-ch6": "chapter 6", "book-appendix-e": "appendix E"}
+# The loop settings that change the numbers of a step (not the seed, the run's length, where or
+# how often it evaluates, logs and saves).
+RECIPE_FIELDS = (
+    "batch_size", "grad_accum_steps", "lr", "schedule", "warmup_steps", "warmup_init_lr",
+    "min_lr", "weight_decay", "decay_embeddings", "beta1", "beta2", "adam_eps", "grad_clip",
+    "shuffle", "drop_last",
+)  # fmt: skip
+
+
+def _recipe(train: TrainConfig, classify: ClassifyOptions) -> dict[str, Any]:
+    """The settings that make a classification recipe, as a comparable dict."""
+    keys = ["trainable"]
+    keys += ["lora_rank", "lora_alpha", "lora_targets"] if classify.trainable == "lora" else []
+    keys += ["train_blocks"] if classify.trainable == "last-blocks" else []
+    return {
+        **{f"train.{k}": getattr(train, k) for k in RECIPE_FIELDS},
+        **{f"classify.{k}": getattr(classify, k) for k in keys},
+    }
 
 
 def matching_book_preset(cfg: ClassifyConfig) -> str | None:
-    """The book preset whose ``train`` and ``classify`` settings ``cfg`` has, if any."""
-    for name in list_presets("classify"):
-        if name not in BOOK_SECTIONS:
-            continue
+    """The book preset whose recipe settings (optimizer, batches, what trains) ``cfg`` has."""
+    mine = _recipe(cfg.train, cfg.classify)
+    for name in BOOK_SECTIONS:
         preset = preset_mapping(name)
-        if all(
-            getattr(getattr(cfg, section), key) == value
-            for section in ("train", "classify")
-            for key, value in (preset.get(section) or {}).items()
-            if key not in _NOT_RECIPE
-        ):
+        train = TrainConfig(**(preset.get("train") or {}))
+        if _recipe(train, ClassifyOptions(**(preset.get("classify") or {}))) == mine:
             return name
     return None
 
@@ -55,6 +68,12 @@ def book_differences(cfg: ClassifyConfig, model: nn.Module) -> list[str]:
             "LoRA A matrices drawn right after the new head (book notebook: after re-seeding and "
             "an accuracy check whose data loaders draw 4 numbers)"
         )
+    precision = cfg.train.precision
+    if precision == "auto":
+        bf16 = resolve_precision("auto", resolve_device(cfg.train.device)) is not None
+        precision = "bf16" if bf16 else "fp32"
+    if precision != "fp32":
+        out.append(f"{precision} autocast (book: fp32)")
     drop = getattr(getattr(model, "cfg", None), "drop_rate", 0.0)
     if drop:
         out.append(f"dropout {drop} (book: 0.0)")
