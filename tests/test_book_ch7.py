@@ -236,7 +236,8 @@ def test_book_ch7_responses_as_section_7_7(gpt2_folder, records_file):
         )
         generated_text = tokenizer.decode(token_ids.squeeze(0).tolist())
         book.append(generated_text[len(input_text) :].replace("### Response:", "").strip())
-    ours = generate_responses(
-        model, loaded.tokenizer, test_data, "alpaca", max_new_tokens=12, batch_size=1
-    )
-    assert [r["model_response"] for r in ours] == book
+    for batch_size in (1, 4):
+        ours = generate_responses(
+            model, loaded.tokenizer, test_data, "alpaca", max_new_tokens=12, batch_size=batch_size
+        )
+        assert [r["model_response"] for r in ours] == book
