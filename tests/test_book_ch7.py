@@ -241,3 +241,21 @@ def test_book_ch7_responses_as_section_7_7(gpt2_folder, records_file):
             model, loaded.tokenizer, test_data, "alpaca", max_new_tokens=12, batch_size=batch_size
         )
         assert [r["model_response"] for r in ours] == book
+
+
+def test_book_ch7_data_and_collate(records_file):
+    """Sections 7.2-7.5: the split in file order, the encoded examples and the padded batches
+    (inputs, targets with -100 after the first end-of-text) are the book's, batch for batch."""
+    from scratchgpt.tasks.instruct import build_instruction_data
+
+    cfg = InstructConfig(model={"checkpoint": "unused"}, data={"source": str(records_file)})
+    tokenizer = get_tokenizer("gpt2")
+    train_ds, val_ds, test_recs, val_recs, collate = build_instruction_data(cfg, tokenizer, CONTEXT)
+    records = load_instruction_records(records_file)
+    assert (len(train_ds), len(test_recs), len(val_ds)) == (51, 6, 3)
+    assert test_recs == records[51:57] and val_recs == records[57:]
+    book_train = book_encoded_texts(records[:51], tokenizer)
+    for start in range(0, 51, 8):
+        ours = collate([train_ds[i] for i in range(start, min(start + 8, 51))])
+        book = book_collate(book_train[start : start + 8], allowed_max_length=CONTEXT)
+        assert all(torch.equal(a, b) for a, b in zip(ours, book, strict=True))
