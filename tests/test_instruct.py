@@ -380,7 +380,10 @@ def test_cli_resumes_a_run_folder_of_older_releases(tmp_path, capsys):
     assert main(["finetune-instruct", "--out", str(run), "--resume", "--lr", "1e-3",
                  "--print-config"]) == 0  # fmt: skip
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"] == {"checkpoint": "base", "gpt2": None}
+    # It trained the base model as loaded and prompted responses with the marker: kept.
+    assert cfg["model"] == {"checkpoint": "base", "gpt2": None, "drop_rate": None,
+                            "untie_head": False}  # fmt: skip
+    assert cfg["instruct"]["response_prompt"] == "marker"
     assert (cfg["data"]["source"], cfg["data"]["input_field"]) == ("d.json", "context")
     assert cfg["instruct"]["prompt_style"] == "phi3" and cfg["instruct"]["response_tokens"] == 7
     assert (cfg["train"]["max_steps"], cfg["train"]["lr"]) == (3, 1e-3)

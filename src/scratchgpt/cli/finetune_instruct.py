@@ -47,7 +47,13 @@ def register(subparsers: Any) -> None:
     add_preset_flags(p, "instruct", DEFAULT_PRESET)
     add_run_flags(p)
     defaults = preset_mapping(DEFAULT_PRESET)
-    add_config_flags(p, ("model",), config=InstructConfig, title="base model (give one)")
+    add_config_flags(
+        p,
+        ("model",),
+        config=InstructConfig,
+        defaults=defaults,
+        title="base model (give --checkpoint or --gpt2) and how it is fine-tuned",
+    )
     add_config_flags(p, ("data", "instruct"), config=InstructConfig, defaults=defaults)
     title = "training (as `scratchgpt pretrain`; --sample-interval follows --eval-interval)"
     # The sample response answers the first validation record, not a fixed prompt.

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         help="answer instruction records with a checkpoint (writes model_response)",
         description=(
             "Generate a response for each record (greedy, stopping at <|endoftext|>, prompt and "
-            "'### Response:' marker removed) and write the records with a model_response field "
+            "'### Response:' marker removed, as the book's section 7.7) and write the records with a model_response field "
             "as a JSON list, ready for `scratchgpt evaluate judge`."
         ),
     )
@@ -68,6 +68,14 @@ def register(subparsers: Any) -> None:
         "--max-new-tokens", type=positive_int, default=256, metavar="N", help="default: 256"
     )
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="default: 8")
+    p.add_argument(
+        "--response-prompt",
+        choices=["book", "marker"],
+        default="book",
+        help="book (default): prompt with the instruction and input alone, the model writes the "
+        "response marker (removed), as the book's section 7.7 and finetune-instruct; marker: end "
+        "the prompt with the marker and stop at the next user turn",
+    )
     p.add_argument("--out", metavar="FILE", help="output JSON file (default: standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
@@ -178,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
                 style,
                 max_new_tokens=args.max_new_tokens,
                 batch_size=args.batch_size,
+                response_prompt=args.response_prompt,
                 done=done,
                 on_batch=partial.update if partial is not None else None,
             )
@@ -187,7 +196,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         write_responses(args.out, out, overwrite=True)
         partial.remove()  # type: ignore[union-attr]
-        print(f"wrote {len(out)} responses to {args.out} (prompt style {style})", file=sys.stderr)
+        print(
+            f"wrote {len(out)} responses to {args.out} (prompt style {style}, responses "
+            f"prompted as {args.response_prompt})",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -34,7 +34,11 @@ class ClassifyModel:
     random_init: str | None = setting(
         None, "start from random weights of a model preset (gpt2-small, mini, tiny, ...)"
     )
-    drop_rate: float | None = setting(None, "dropout rate while fine-tuning (default: the model's)")
+    drop_rate: float | None = setting(
+        None,
+        "dropout rate while fine-tuning (default: the book's 0.0 when starting from loaded "
+        "weights, --checkpoint or --gpt2; the preset's for --random-init)",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, "model")

@@ -238,8 +238,11 @@ def run(
     data = _build_datasets(config, tokenizer, model.cfg.context_length, say)
     cfg = size_eval_to_epochs(config, len(data.splits.train), len(data.splits.val))
     torch.manual_seed(cfg.train.seed)
-    if cfg.model.drop_rate is not None:
-        set_dropout(model, cfg.model.drop_rate)
+    drop_rate = cfg.model.drop_rate
+    if drop_rate is None and cfg.model.random_init is None:
+        drop_rate = 0.0  # the book fine-tunes loaded weights without dropout (GPT-2 says 0.1)
+    if drop_rate is not None:
+        set_dropout(model, drop_rate)
     c = cfg.classify
     make_classifier(
         model, len(data.labels), trainable=c.trainable, train_blocks=c.train_blocks,

@@ -14,19 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.errors import ConfigError, DataError
+from scratchgpt.errors import DataError
+from scratchgpt.model.surgery import set_dropout  # noqa: F401  (re-exported)
 from scratchgpt.tasks.classify.config import TASK_NAME
 from scratchgpt.training.task import Task
-
-
-def set_dropout(model: nn.Module, rate: float) -> None:
-    """Set every dropout rate of a GPTModel (and its config) to ``rate``."""
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"drop_rate must be in [0, 1), got {rate}")
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = rate
-    model.cfg = model.cfg.replace(drop_rate=rate)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

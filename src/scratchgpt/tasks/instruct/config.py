@@ -19,6 +19,8 @@ from scratchgpt.training.fields import setting, validate_fields
 # What runs of older releases wrote into the run folder instead of config.yaml.
 INSTRUCT_CONFIG_FILE = "instruct_config.json"
 _RECORD_FIELDS = ("instruction", "input", "output")
+# How test responses are prompted (see responses.generate_responses).
+RESPONSE_PROMPTS = ("book", "marker")
 
 
 def book_train_config(**overrides: Any) -> TrainConfig:
@@ -36,9 +38,21 @@ class InstructModel:
     gpt2: str | None = setting(
         None, "GPT-2 weights from the download cache (gpt2-small, gpt2-medium, ...)"
     )
+    drop_rate: float | None = setting(
+        0.0,
+        "dropout rate while fine-tuning (the book's 0.0; GPT-2's own config says 0.1; none: "
+        "the base model's own)",
+    )
+    untie_head: bool = setting(
+        True,
+        "full fine-tuning of a tied model (GPT-2): give the output head its own copy of the "
+        "token embeddings first, as the book does (false: keep them shared, a smaller model)",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, "model")
+        if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"model.drop_rate must be in [0, 1), got {self.drop_rate!r}")
 
 
 @dataclass
@@ -79,6 +93,13 @@ class InstructOptions:
     )
     mask_prompt: bool = setting(
         False, "leave the prompt tokens out of the loss (exercise 7.2; the book's main text: off)"
+    )
+    response_prompt: str = setting(
+        "book",
+        "how test responses are prompted: book (the record's instruction and input alone; the "
+        "model writes the response marker, removed afterwards, as the book's section 7.7) or "
+        "marker (the prompt ends with the marker; stops at the next user turn)",
+        RESPONSE_PROMPTS,
     )
     response_tokens: int = setting(256, "new tokens per test response")
     response_batch_size: int = setting(8, "test records answered per batch")
@@ -154,6 +175,18 @@ class InstructConfig(RecipeConfig):
         if "train.eval_interval" in overrides and "train.sample_interval" not in overrides:
             out["train"]["sample_interval"] = overrides["train.eval_interval"]
         return out
+
+    @classmethod
+    def saved_dict(cls, run_dir: Any) -> dict[str, Any] | None:
+        """The saved config of a run folder; settings that runs of older releases did not save
+        take the values those runs had, so they resume as they started (the base model's own
+        dropout, its tied head, prompts ending with the response marker)."""
+        d = super().saved_dict(run_dir)
+        if d is None:
+            return None
+        before = {"model": {"drop_rate": None, "untie_head": False},
+                  "instruct": {"response_prompt": "marker"}}  # fmt: skip
+        return {**d, **{k: {**v, **(d.get(k) or {})} for k, v in before.items()}}
 
     @classmethod
     def from_legacy_dict(cls, d: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from torch import nn
 
 from scratchgpt.data.instructions import DEFAULT_STYLE, PAD_TOKEN_ID, get_prompt_style
 from scratchgpt.fileio import PathLike
-from scratchgpt.tasks.instruct.config import InstructOptions
+from scratchgpt.model.surgery import set_dropout, untie_head
+from scratchgpt.tasks.instruct.config import InstructConfig, InstructOptions
 from scratchgpt.weights import (
     LoadedModel,
     load_model,
@@ -52,6 +53,18 @@ def _apply_lora(model: nn.Module, cfg: InstructOptions) -> dict[str, Any] | None
         targets.append("head")
     apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
+
+
+def prepare_for_training(model: nn.Module, cfg: InstructConfig) -> dict[str, Any]:
+    """Make a loaded model ready for fine-tuning as the book's chapter 7 does: its dropout rate
+    set to ``model.drop_rate`` (GPT-2's config says 0.1, the book trains with 0.0), a tied head
+    untied for full fine-tuning (``model.untie_head``: the book's ``load_weights_into_gpt``
+    gives the head its own copy of the token embeddings, so the two train separately), LoRA
+    adapters when ``lora_rank`` > 0. Returns ``{"untied": bool, "lora": settings or None}``."""
+    if cfg.model.drop_rate is not None:
+        set_dropout(model, cfg.model.drop_rate)
+    untied = cfg.instruct.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
+    return {"untied": untied, "lora": _apply_lora(model, cfg.instruct)}
 
 
 def load_instruct_model(path: PathLike) -> LoadedModel:

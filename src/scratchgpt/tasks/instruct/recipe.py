@@ -28,10 +28,10 @@ from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike
 from scratchgpt.tasks.instruct.config import InstructConfig
 from scratchgpt.tasks.instruct.loading import (
-    _apply_lora,
     load_base_model,
     load_instruct_model,
     pad_id_for,
+    prepare_for_training,
 )
 from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
 from scratchgpt.tasks.instruct.task import InstructTask
@@ -91,16 +91,19 @@ def _say(text: str) -> None:
     print0(text, flush=True)
 
 
-def _describe(cfg: InstructConfig, model: Any, sizes: dict[str, int], lora: Any) -> None:
+def _describe(cfg: InstructConfig, model: Any, sizes: dict[str, int], prep: dict) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opts = cfg.instruct
     _say(
         f"model: {n_params:,} parameters ({n_train:,} trained"
-        + (f", LoRA rank {opts.lora_rank}" if lora else "")
-        + f") from {cfg.model.checkpoint or cfg.model.gpt2}; data: {sizes['train']} train / "
-        f"{sizes['val']} val / {sizes['test']} test records, prompt style {opts.prompt_style}"
+        + (f", LoRA rank {opts.lora_rank}" if prep["lora"] else "")
+        + f") from {cfg.model.checkpoint or cfg.model.gpt2}, dropout {model.cfg.drop_rate}"
+        + (", output head untied (its own copy of the token embeddings)" if prep["untied"] else "")
+        + f"; data: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test records, "
+        f"prompt style {opts.prompt_style}"
         + (", prompt masked in the loss" if opts.mask_prompt else "")
+        + f"; responses prompted as {opts.response_prompt}"
     )
 
 
@@ -115,6 +118,7 @@ def _answer_test_split(
         opts.prompt_style,
         max_new_tokens=opts.response_tokens,
         batch_size=opts.response_batch_size,
+        response_prompt=opts.response_prompt,
         progress=None if cfg.train.progress else False,
     )
     path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
@@ -144,10 +148,10 @@ def finetune_instruct(
         print("warning: the validation split is empty: no validation loss", file=sys.stderr)
     with hold_run_dir(out_dir, overwrite=overwrite, resume=resume) as run_dir:
         cfg.save(run_dir / RUN_CONFIG_FILE)
-        lora = _apply_lora(model, cfg.instruct)
+        prep = prepare_for_training(model, cfg)
         model.train()
         sizes = {"train": len(train_ds), "test": len(test_recs), "val": len(val_recs)}
-        _describe(cfg, model, sizes, lora)
+        _describe(cfg, model, sizes, prep)
         task = InstructTask(
             tokenizer,
             cfg.instruct.prompt_style,
@@ -159,9 +163,9 @@ def finetune_instruct(
             "prompt_style": cfg.instruct.prompt_style,
             "base_model": m.checkpoint or m.gpt2,
             "mask_prompt": cfg.instruct.mask_prompt,
-            "lora": lora,
+            "lora": prep["lora"],
         }
-        run_config = {**cfg.to_dict(), "resolved_model": loaded.config.to_dict()}
+        run_config = {**cfg.to_dict(), "resolved_model": model.cfg.to_dict()}
         result = train(
             model, task, train_ds, val_ds, cfg.train, run_dir, tokenizer=tokenizer,
             run_config=run_config, resume=resume, collate_fn=collate, metadata=metadata, argv=argv,

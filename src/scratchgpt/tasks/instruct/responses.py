@@ -21,6 +21,7 @@ from scratchgpt.data.instructions import DEFAULT_STYLE, extract_response, get_pr
 from scratchgpt.data.prompts import render_prompt, turn_stops
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike
+from scratchgpt.tasks.instruct.config import RESPONSE_PROMPTS
 
 RESPONSES_FILE = "responses.json"
 PARTIAL_SUFFIX = ".partial"
@@ -35,12 +36,18 @@ def generate_responses(
     *,
     max_new_tokens: int = 256,
     batch_size: int = 8,
+    response_prompt: str = "book",
     progress: bool | None = None,
     done: Sequence[Mapping[str, Any]] = (),
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each record with a ``model_response``: greedy, stopping at <|endoftext|> or the next
-    user turn, prompt and response marker removed (the book's section 7.7).
+    """Each record with a ``model_response``: greedy, stopping at <|endoftext|>.
+
+    ``response_prompt="book"`` is the book's section 7.7: the prompt is the record's
+    ``format_input`` alone, the model writes the response marker itself, and the response is
+    what it generated with the marker removed and whitespace stripped. ``"marker"``: the prompt
+    ends with the response marker, generation also stops where the model starts the next user
+    turn, and that turn is cut off.
 
     ``done``: the responses of the first records, already finished (e.g. by an interrupted run,
     see :class:`PartialResponses`); only the rest are generated. ``on_batch`` is called with
@@ -51,6 +58,11 @@ def generate_responses(
 
     if type(batch_size) is not int or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if response_prompt not in RESPONSE_PROMPTS:
+        raise ConfigError(
+            f"response_prompt must be one of {list(RESPONSE_PROMPTS)}, got {response_prompt!r}"
+        )
+    book = response_prompt == "book"
     st = get_prompt_style(style)
     out: list[dict[str, Any]] = [dict(r) for r in done]
     bar = progress_bar(
@@ -62,18 +74,18 @@ def generate_responses(
         with torch.no_grad():
             for start in range(len(out), len(records), batch_size):
                 chunk = records[start : start + batch_size]
-                prompts = [render_prompt(e, st) for e in chunk]
+                prompts = [st.format_input(e) if book else render_prompt(e, st) for e in chunk]
                 texts = generate_text(
                     model,
                     tokenizer,
                     prompts,
                     max_new_tokens=max_new_tokens,
                     temperature=0.0,
-                    stop_strings=turn_stops(st),
+                    stop_strings=None if book else turn_stops(st),
                 )
                 # One extend: an interruption keeps whole batches only.
                 out.extend(
-                    {**entry, "model_response": extract_response(str(text), "", st)}
+                    {**entry, "model_response": _response(str(text), st, book)}
                     for entry, text in zip(chunk, texts)
                 )
                 bar.update(len(chunk))
@@ -83,6 +95,13 @@ def generate_responses(
         bar.close()
         model.train(was_training)
     return out
+
+
+def _response(generated: str, st: Any, book: bool) -> str:
+    """The answer in the generated continuation of a prompt."""
+    if book:  # the book: generated_text[len(input_text):].replace("### Response:", "").strip()
+        return generated.replace(st.marker, "").strip()
+    return extract_response(generated, "", st)
 
 
 def write_responses(
