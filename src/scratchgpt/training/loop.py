@@ -212,7 +212,7 @@ def train(
                     stop.requested = stop.requested or "SIGTERM"
                 ep_of_step = state.epoch + 1
                 _check_finite("training loss", train_loss, state, ep_of_step)
-                max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+                max_norm = su.clip_norm(config, state.step)
                 grad_norm = dd.full_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
                 _check_finite("gradient norm", grad_norm, state, ep_of_step)
                 optimizer.step()
