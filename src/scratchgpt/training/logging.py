@@ -276,10 +276,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # Printed at the start of a run with step_labels "book".
 BOOK_STEPS_NOTE = (
-    "note: evaluation lines count steps as the book's code does: 'Step 000000' is after the "
-    "first update, 'Step N' after N + 1 (metrics.jsonl's step counts updates done). The data "
-    "order comes from a private generator per epoch, not the global RNG as in the book's "
-    "DataLoader, so shuffled batches and dropout masks differ from the book's run"
+    "book step labels: evaluation lines count steps as the book's code does, 'Step 000000' "
+    "after the first update, 'Step N' after N + 1 (metrics.jsonl's step counts updates done). "
+    "The data order comes from a private generator per epoch, not the global RNG as in the "
+    "book's DataLoader, so shuffled batches and dropout masks differ from the book's run."
 )
 
 
