@@ -192,3 +192,15 @@ def test_appendix_d_preset_reproduces_train_model(tmp_path):
     norms = [r["grad_norm"] for r in records if "grad_norm" in r]
     assert max(norms[: t.warmup_steps]) > 1.1  # clipping in warm-up would change the losses
     assert_same_run(records, losses, evals)
+
+
+def test_clip_norm_follows_the_warmup_rule():
+    from scratchgpt.training.config import TrainConfig
+    from scratchgpt.training.setup import clip_norm
+
+    inf = float("inf")
+    book = TrainConfig(grad_clip=1.0, warmup_steps=3, clip_during_warmup=False)
+    assert [clip_norm(book, s) for s in range(5)] == [inf, inf, inf, 1.0, 1.0]
+    ours = TrainConfig(grad_clip=1.0, warmup_steps=3)
+    assert [clip_norm(ours, s) for s in range(5)] == [1.0] * 5
+    assert clip_norm(TrainConfig(warmup_steps=3, clip_during_warmup=False), 7) == inf
