@@ -25,7 +25,7 @@ from scratchgpt.training.schedules import LRSchedule
 
 def test_presets_load_and_match_the_book_settings():
     assert {"book-ch5", "book-ch6", "book-ch7", "char-small"} <= set(list_presets())
-    assert list_presets("pretrain") == ["book-ch5", "char-small"]
+    assert list_presets("pretrain") == ["book-appendix-d", "book-ch5", "char-small"]
     assert list_presets("classify") == ["book-appendix-e", "book-ch6"]
     assert list_presets("instruct") == ["book-ch7"]
     cfg = RunConfig.preset("book-ch5")
@@ -41,6 +41,25 @@ def test_presets_load_and_match_the_book_settings():
     assert (t.lr, t.weight_decay, t.max_epochs, t.batch_size) == (4e-4, 0.1, 10, 2)
     assert (t.eval_interval, t.eval_batches, t.seed) == (5, 5, 123)
     assert t.sample_prompt == "Every effort moves you"
+    # The book's AdamW decays every parameter; its lines label steps by global_step.
+    assert (t.decay_all_parameters, t.step_labels) == (True, "book")
+    # Appendix D: 15 epochs of the same data, peak lr 1e-3, 27 warm-up steps from 1e-5 (20% of
+    # 135), cosine to 1e-5, clipping at 1.0 after the warm-up only, evaluation over 1 batch.
+    d = RunConfig.preset("book-appendix-d")
+    assert (d.model, d.data) == (cfg.model, cfg.data)
+    t = d.train
+    assert (t.max_epochs, t.lr, t.schedule, t.warmup_steps) == (15, 1e-3, "cosine", 27)
+    assert (t.warmup_init_lr, t.min_lr, t.grad_clip, t.clip_during_warmup) == (
+        1e-5,
+        1e-5,
+        1.0,
+        False,
+    )
+    assert (t.eval_interval, t.eval_batches, t.decay_all_parameters) == (5, 1, True)
+    # Our own defaults: clip from the first step, decay matrices only, label updates done.
+    plain = TrainConfig()
+    assert (plain.clip_during_warmup, plain.decay_all_parameters) == (True, False)
+    assert plain.step_labels == "updates"
     # char-small, as the issue specifies it: 4 layers, 4 heads, 128 dims, context 64, batch 12,
     # lr 1e-3, 100 warm-up steps, cosine to 1e-4 over 2,000 steps, betas (0.9, 0.99), wd 0.1,
     # clip 1.0, dropout 0.0, eval every 250 steps.

@@ -97,10 +97,20 @@ class TrainConfig:
     decay_embeddings: bool = setting(
         True, "also decay the embedding tables (biases and norms are never decayed)"
     )
+    decay_all_parameters: bool = setting(
+        False,
+        "decay every trainable parameter, biases and norm scales/shifts too, as the book's "
+        "AdamW(model.parameters()) (default: weight matrices only)",
+    )
     beta1: float = setting(0.9, "AdamW beta1")
     beta2: float = setting(0.999, "AdamW beta2")
     adam_eps: float = setting(1e-8, "AdamW epsilon")
     grad_clip: float = setting(0.0, "clip gradients to this global L2 norm (0: no clipping)")
+    clip_during_warmup: bool = setting(
+        True,
+        "clip from the first step on; false: only from step warmup_steps on (the first step "
+        "after warm-up), as the book's appendix D",
+    )
     shuffle: bool = setting(
         True, "shuffle the training windows each epoch (seeded by seed + epoch)"
     )
@@ -111,6 +121,13 @@ class TrainConfig:
     )
     eval_batches: int = setting(5, "batches per evaluation (train and validation each)")
     eval_at_start: bool = setting(False, "also evaluate before the first step")
+    step_labels: str = setting(
+        "updates",
+        "evaluation lines: updates (after every eval_interval updates, 'Step N' = N updates "
+        "done) or book (as the book's train_model_simple: after updates 1, 1 + eval_interval, "
+        "..., labelled Step 000000, 000005, ...); metrics.jsonl counts updates either way",
+        ("updates", "book"),
+    )
     log_interval: int = setting(1, "write a metrics.jsonl record every this many steps")
     sample_interval: int = setting(
         0, "print a text sample every this many steps (0: only at the end)"

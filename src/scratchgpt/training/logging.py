@@ -274,9 +274,24 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
 
 
-def eval_line(step: int, epoch: int, metrics: dict[str, float]) -> str:
-    """The book's evaluation line: ``Ep 1 (Step 000005): Train loss 9.812, Val loss 9.933``."""
-    parts = [f"Ep {epoch} (Step {step:06d}):"]
+# Printed at the start of a run with step_labels "book".
+BOOK_STEPS_NOTE = (
+    "book step labels: evaluation lines count steps as the book's code does, 'Step 000000' "
+    "after the first update, 'Step N' after N + 1 (metrics.jsonl's step counts updates done). "
+    "The data order comes from a private generator per epoch, not the global RNG as in the "
+    "book's DataLoader, so shuffled batches and dropout masks differ from the book's run."
+)
+
+
+def eval_line(step: int, epoch: int, metrics: dict[str, float], *, book: bool = False) -> str:
+    """The book's evaluation line: ``Ep 1 (Step 000005): Train loss 9.812, Val loss 9.933``.
+
+    ``step`` is the number of updates done; ``book`` labels it as the book's ``global_step``
+    (one less: its "Step 000000" follows the first update), and step 0 as "untrained"."""
+    label = f"Step {step:06d}"
+    if book:
+        label = f"Step {step - 1:06d}" if step > 0 else "untrained"
+    parts = [f"Ep {epoch} ({label}):"]
     if "eval_train_loss" in metrics:
         parts.append(f"Train loss {metrics['eval_train_loss']:.3f},")
     if "val_loss" in metrics:

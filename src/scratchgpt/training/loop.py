@@ -42,6 +42,7 @@ from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.engine import Engine, Session
 from scratchgpt.training.job import SingleProcess, for_job
 from scratchgpt.training.logging import (
+    BOOK_STEPS_NOTE,
     METRICS_FILE,
     MetricsLogger,
     NoLog,
@@ -182,13 +183,16 @@ def train(
         # Last thing before the first step: nothing above may shift the dropout sequence.
         st.restore_rng_state(rng_state)
     model.train()
+    book_steps = config.step_labels == "book"
+    if book_steps:
+        say(BOOK_STEPS_NOTE)
     try:
         with StopFlag(say) as stop:
             if config.eval_at_start and state.step == 0:
                 metrics = run.evaluate(train_data, val_data)
                 state.val_loss = metrics.get("val_loss", state.val_loss)
                 logger.log({"step": 0, "epoch": 1, "tokens_seen": 0, "lr": schedule(0), **metrics})
-                say(eval_line(0, 1, metrics))
+                say(eval_line(0, 1, metrics, book=book_steps))
             while state.step < n_steps and not _stopping(stop, job):
                 if config.max_tokens is not None and state.tokens_seen >= config.max_tokens:
                     break
@@ -212,7 +216,7 @@ def train(
                     stop.requested = stop.requested or "SIGTERM"
                 ep_of_step = state.epoch + 1
                 _check_finite("training loss", train_loss, state, ep_of_step)
-                max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+                max_norm = su.clip_norm(config, state.step)
                 grad_norm = dd.full_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
                 _check_finite("gradient norm", grad_norm, state, ep_of_step)
                 optimizer.step()
@@ -237,7 +241,7 @@ def train(
                     metrics = run.evaluate(train_data, val_data)
                     record.update(metrics)
                     state.val_loss = metrics.get("val_loss", state.val_loss)
-                    say(eval_line(state.step, ep_of_step, metrics))
+                    say(eval_line(state.step, ep_of_step, metrics, book=book_steps))
                 if sample_now:
                     text = run.sample()
                     if text is not None:
@@ -358,7 +362,9 @@ def _due(
     checkpoint = final or (
         config.checkpoint_interval > 0 and step % config.checkpoint_interval == 0
     )
-    evaluate = (config.eval_interval > 0 and step % config.eval_interval == 0) or final
+    # The book evaluates when its global_step (updates done - 1) is a multiple of the interval.
+    since = step - 1 if config.step_labels == "book" else step
+    evaluate = (config.eval_interval > 0 and since % config.eval_interval == 0) or final
     # A checkpoint's "best" rank needs a validation loss of that very step.
     if checkpoint and has_val:
         evaluate = True

@@ -71,14 +71,16 @@ def build_optimizer(
     model: nn.Module, config: TrainConfig, fused: bool | None = None
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only: biases and norm scales/shifts never,
-    embedding tables only when ``decay_embeddings``. A tied head is the embedding's tensor."""
+    embedding tables only when ``decay_embeddings``; every parameter with
+    ``decay_all_parameters`` (the book's recipe). A tied head is the embedding's tensor."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for p in model.parameters():  # unique tensors: a tied head appears once
         if not p.requires_grad:
             continue
         is_embedding = id(p) in embedding_ids
-        if p.ndim >= 2 and (config.decay_embeddings or not is_embedding):
+        matrix = p.ndim >= 2 and (config.decay_embeddings or not is_embedding)
+        if matrix or config.decay_all_parameters:
             decay.append(p)
         else:
             no_decay.append(p)
@@ -92,6 +94,15 @@ def build_optimizer(
     except RuntimeError:
         # The fused kernel is not available for every device and dtype.
         return torch.optim.AdamW(groups, **kwargs)
+
+
+def clip_norm(config: TrainConfig, step: int) -> float:
+    """The gradient-clipping norm of the 0-based optimizer ``step`` (inf: no clipping). Without
+    ``clip_during_warmup`` the warm-up steps are not clipped: the book's appendix D clips from
+    ``global_step >= warmup_steps`` on."""
+    if config.grad_clip <= 0 or (not config.clip_during_warmup and step < config.warmup_steps):
+        return float("inf")
+    return config.grad_clip
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
