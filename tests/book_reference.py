@@ -231,22 +231,31 @@ def run_preset(preset: str, base: Path, data: Path, out: Path, **over: Any) -> t
 
 
 def book_run(
-    base: Path, data: Path, *, lr: float, epochs: int, lora=None, ours: bool
+    base: Path,
+    data: Path,
+    *,
+    lr: float,
+    epochs: int,
+    lora=None,
+    read_last_real: bool = False,
+    matrices_only: bool = False,
 ) -> tuple[list[float], list[tuple[float, float]]]:
     """The book's set-up, optimizer and loop on the same data in scratchgpt's data order:
-    training loss of every step, validation loss and accuracy after every epoch. ``ours``
-    swaps in the two choices scratchgpt makes differently (last real token, weight decay on
-    matrices only)."""
+    training loss of every step, validation loss and accuracy after every epoch. The flags swap
+    in the choices scratchgpt makes differently by default: the last real token
+    (``read_last_real``), weight decay on matrices only (``matrices_only``)."""
     splits = load_labelled(data, split_column="split")
     tokenizer = get_tokenizer("gpt2")
     ids, mask, labels = book_padded(splits.train.texts, splits.train.labels, tokenizer)
     val_data = book_padded(splits.val.texts, splits.val.labels, tokenizer, ids.shape[1])
     val = list(epoch_batches(*val_data, range(len(val_data[2])), drop_last=False))
     model = book_classifier(load_model(base).model, lora=lora)
-    optimizer = book_optimizer(model, lr, 0.1, matrices_only=ours)
+    optimizer = book_optimizer(model, lr, 0.1, matrices_only=matrices_only)
     orders = [
         torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch_seed(123, e)))
         for e in range(epochs)
     ]
     epochs_data = (epoch_batches(ids, mask, labels, o.tolist()) for o in orders)
-    return book_train_classifier_simple(model, epochs_data, optimizer, read_last_real=ours, val=val)
+    return book_train_classifier_simple(
+        model, epochs_data, optimizer, read_last_real=read_last_real, val=val
+    )

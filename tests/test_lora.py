@@ -225,7 +225,7 @@ def test_book_appendix_e_preset_reproduces_the_books_lora_training(tmp_path):
                                     **{"train.max_epochs": 3})  # fmt: skip
     assert len(ours) == 15
     # Every trainable tensor (A, B) is a matrix: no weight-decay difference with LoRA.
-    book, book_val = book_run(base, data, lr=8e-4, epochs=3, lora=(16, 16.0), ours=False)
+    book, book_val = book_run(base, data, lr=8e-4, epochs=3, lora=(16, 16.0))
     assert ours == pytest.approx(book, abs=1e-5, rel=0)
     assert ours[-1] < ours[0] - 0.01  # it learns: the comparison is not of constants
     ours_val = [(r["val_loss"], r["val_accuracy"]) for r in records if "val_loss" in r]

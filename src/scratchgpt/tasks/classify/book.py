@@ -22,8 +22,8 @@ BOOK_SECTIONS = {"book-ch6": "chapter 6", "book-appendix-e": "appendix E"}
 # how often it evaluates, logs and saves).
 RECIPE_FIELDS = (
     "batch_size", "grad_accum_steps", "lr", "schedule", "warmup_steps", "warmup_init_lr",
-    "min_lr", "weight_decay", "decay_embeddings", "beta1", "beta2", "adam_eps", "grad_clip",
-    "shuffle", "drop_last",
+    "min_lr", "weight_decay", "decay_embeddings", "decay_all_parameters", "beta1", "beta2",
+    "adam_eps", "grad_clip", "clip_during_warmup", "shuffle", "drop_last",
 )  # fmt: skip
 
 
@@ -55,9 +55,6 @@ def book_differences(cfg: ClassifyConfig, model: nn.Module) -> list[str]:
         "the loss and predictions read each text's last real token (book: the last position, "
         "padding in shorter texts)"
     ]
-    trainable_1d = any(p.requires_grad and p.ndim < 2 for p in model.parameters())
-    if cfg.train.weight_decay > 0 and trainable_1d:
-        out.append("weight decay on matrices only (book: also on biases and LayerNorm)")
     if cfg.train.shuffle:
         out.append(
             f"data order from a generator seeded by (seed {cfg.train.seed}, epoch) (book: "
