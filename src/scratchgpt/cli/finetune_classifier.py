@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
         help="fine-tune a GPT as a text classifier (spam or any labelled data; LoRA optional)",
         description=(
             "Replace the GPT's output head with Linear(emb_dim, classes) and train it on labelled "
-            "texts (the book's chapter 6; appendix E with --trainable lora). Defaults are the "
+            "texts (the book's chapter 6; LoRA with --trainable lora, or appendix E's whole recipe "
+            "with --preset book-appendix-e). Defaults are the "
             f"book's (preset {DEFAULT_PRESET}): batch 8, lr 5e-5, 5 epochs, last block + final "
             "norm + head trained. The run folder gets config.yaml, checkpoints that resume "
             "exactly, metrics.jsonl, loss/accuracy plots and classification_report.json (test "
