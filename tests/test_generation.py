@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 
@@ -12,6 +13,7 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError, ScratchGPTError
 from scratchgpt.generation import (
+    ContextSlideWarning,
     SamplingConfig,
     generate,
     generate_text,
@@ -144,6 +146,35 @@ def test_matches_book_loop_across_context_overflow(name):
     idx = torch.randint(0, 50257, (2, ctx - 5), generator=torch.Generator().manual_seed(2))
     expected = book_generate(model, idx, 12, ctx)
     assert torch.equal(generate(model, idx, 12), expected)
+
+
+def book_sample(model, idx, max_new_tokens, context_size, temperature, top_k=None):
+    """Section 5.3's ``generate``, written out (reference): top-k by the k-th logit, then
+    temperature, softmax and ``torch.multinomial`` on the global RNG."""
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(idx[:, -context_size:])[:, -1, :]
+        if top_k is not None:
+            top_logits, _ = torch.topk(logits, top_k)
+            logits = torch.where(logits < top_logits[:, -1], torch.tensor(float("-inf")), logits)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("top_k", [None, 25])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampling_after_manual_seed_is_the_books(top_k, use_cache):
+    """Section 5.3: after ``torch.manual_seed(123)`` the same model samples the same tokens as the
+    book's ``generate(..., temperature=1.4, top_k=25)``, past the context window too."""
+    model = make_model(3, context_length=16)
+    idx = torch.randint(0, 50257, (1, 6), generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(123)
+    expected = book_sample(model, idx, 15, 16, temperature=1.4, top_k=top_k)
+    torch.manual_seed(123)
+    with pytest.warns(ContextSlideWarning) if use_cache else contextlib.nullcontext():
+        out = generate(model, idx, 15, temperature=1.4, top_k=top_k, use_cache=use_cache)
+    assert torch.equal(out, expected)
 
 
 def test_max_new_tokens_zero_returns_prompt():
