@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 
 import pytest
 import torch
@@ -116,18 +117,51 @@ def test_omp_num_threads_is_respected(monkeypatch):
 
 def test_default_threads_reads_this_machine(monkeypatch):
     monkeypatch.setattr(th, "usable_cores", lambda: 8)
-    monkeypatch.setattr(th.os, "getloadavg", lambda: (2.6, 1.0, 0.5))
+    monkeypatch.setattr(th, "busy_cores", lambda: 2.6)
     assert th.default_threads() == 5
     assert th.resolve_threads() == 5
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert th.default_threads() == 2
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
 
+
+def test_busy_cores_samples_proc_stat_now_not_the_load_average(monkeypatch):
+    # Two samples of /proc/stat for cpus 0 and 1, 0.2 s apart: cpu0 fully busy, cpu1 idle.
+    samples = iter(
+        [
+            "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 0 0 0 0 0\ncpu1 0 0 0 100 0 0 0 0\n",
+            "cpu  0 0 0 0 0 0 0 0\ncpu0 120 0 0 0 0 0 0 0\ncpu1 0 0 0 120 0 0 0 0\n",
+        ]
+    )
+    real_open = open
+
+    def fake_open(path, *a, **k):
+        if path == "/proc/stat":
+            return io.StringIO(next(samples))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(th.time, "sleep", lambda s: None)
+    # A lagging load average (work that just ended) must not count.
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert th.busy_cores() == pytest.approx(1.0)
+
+
+def test_busy_cores_falls_back_to_the_load_average(monkeypatch):
+    monkeypatch.setattr(th, "_cpu_times", lambda cpus: None)
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (1.4, 1.0, 0.5))
+    assert th.busy_cores() == 1.4
+
     def no_loadavg():
         raise OSError("no load average")
 
     monkeypatch.setattr(th.os, "getloadavg", no_loadavg)
-    assert th.default_threads() == 8
+    assert th.busy_cores() == 0.0
+
+
+def test_busy_cores_on_this_machine_is_a_share_of_its_cores():
+    assert 0.0 <= th.busy_cores(0.05) <= th.usable_cores()
 
 
 def test_python_api(monkeypatch):

@@ -6,11 +6,17 @@ cores, every parallel op waits at a barrier for the thread that shares a core wi
 waiting threads spin: on a 2-core machine with one core busy, char-small training ran 33x slower
 with 2 threads than with 1. The default here counts only the cores that are not busy now
 (benchmarks/threads.py measures the choices; docs/benchmarks.md has the table).
+
+"Now" is measured, not averaged: on Linux the CPU time of this process's cores is sampled from
+/proc/stat over a fifth of a second. The 1-minute load average (the fallback elsewhere) lags:
+right after other work ends it still reads ~2 on an idle 2-core machine, and a command started
+then would run on one thread for its whole life.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from scratchgpt.errors import ConfigError
 
@@ -26,20 +32,51 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _cpu_times(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of ``cpus`` from /proc/stat; None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
+
+
+def busy_cores(seconds: float = 0.2) -> float:
+    """How many of this process's cores other work keeps busy right now: their busy share of
+    CPU time over ``seconds`` (Linux), else the 1-minute load average, else 0."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    before = _cpu_times(cpus)
+    if before is not None:
+        time.sleep(seconds)
+        after = _cpu_times(cpus)
+        if after is not None and after[1] > before[1]:
+            return len(cpus) * (after[0] - before[0]) / (after[1] - before[1])
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
+        return 0.0
+
+
 def default_threads(
     cores: int | None = None, load: float | None = None, processes: int | None = None
 ) -> int:
     """The cores not busy right now, shared by the ``processes`` this launcher started on the
-    machine: (usable cores - rounded 1-minute load average) // processes, at least 1.
-    ``cores``, ``load`` and ``processes`` (torchrun's LOCAL_WORLD_SIZE, else 1) default to this
-    machine's."""
+    machine: (usable cores - rounded busy cores) // processes, at least 1. ``cores``, ``load``
+    (busy cores, :func:`busy_cores`) and ``processes`` (torchrun's LOCAL_WORLD_SIZE, else 1)
+    default to this machine's."""
     if cores is None:
         cores = usable_cores()
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (OSError, AttributeError):  # no load average on this platform
-            load = 0.0
+        load = busy_cores()
     if processes is None:
         try:
             processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
