@@ -88,7 +88,8 @@ def _prepare(p: Path, *, overwrite: bool, resume: bool, markers: tuple[str, ...]
     if not contents or resume:
         return
     looks_like_run = any((p / m).exists() for m in markers)
-    if looks_like_run and not list_checkpoints(p / CHECKPOINTS_DIR):
+    # --overwrite asked for an empty folder: empty it below rather than reuse what is there.
+    if looks_like_run and not overwrite and not list_checkpoints(p / CHECKPOINTS_DIR):
         print(
             f"note: {p} holds no checkpoint (an earlier start stopped before its first one); "
             "starting afresh in it",
