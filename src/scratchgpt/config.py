@@ -2,8 +2,11 @@
 
 A config is a frozen dataclass validated on construction and saved beside every checkpoint as
 JSON, so a folder always says which model its weights belong to. It describes the whole
-architecture: a classification head (``num_classes``) and LoRA adapters (``lora``) included, so
-``GPTModel(cfg)`` builds exactly the model whose weights a checkpoint holds.
+architecture: the model family (GPT-2, Llama 3.x, Qwen3), a classification head (``num_classes``)
+and LoRA adapters (``lora``) included, so ``build_model(cfg)`` builds exactly the model whose
+weights a checkpoint holds. One config type carries every family: the fields the book's bonus
+chapters add for Llama and Qwen3 (``hidden_dim``, ``n_kv_groups``, ``head_dim``, ``rope_base``,
+``rope_scaling``, ``qk_norm``) are simply unused by GPT-2 and left out of its config.json.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from scratchgpt.fileio import PathLike, atomic_write_json, read_json
 
 AttentionImpl = Literal["sdpa", "explicit"]
 InitScheme = Literal["pytorch", "gpt2"]
+# gpt2: learned positions, LayerNorm, GELU MLP, multi-head attention (the book's chapters 2-7).
+# llama3: RoPE (with Llama 3's frequency scaling), RMSNorm, SwiGLU, grouped-query attention.
+# qwen3: llama3 plus RMSNorm on each head's queries and keys (QK-norm).
+Family = Literal["gpt2", "llama3", "qwen3"]
+FAMILIES = ("gpt2", "llama3", "qwen3")
 # Which nn.Linear layers LoRA may adapt: the attention projections, the feed-forward layers and
 # the output head.
 LORA_TARGETS = ("attention", "feed_forward", "head")
@@ -63,6 +71,56 @@ class LoRAConfig:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3's RoPE frequency scaling (Hugging Face ``rope_scaling`` of type ``llama3``):
+    wavelengths longer than ``original_context_length / low_freq_factor`` are stretched by
+    ``factor``, shorter than ``original_context_length / high_freq_factor`` kept, and those in
+    between blended, so a model trained at 8k positions reads 128k."""
+
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context_length: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"rope_scaling.{name} must be a number > 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not self.high_freq_factor > self.low_freq_factor:
+            raise ConfigError(
+                f"rope_scaling.high_freq_factor ({self.high_freq_factor}) must be greater than "
+                f"low_freq_factor ({self.low_freq_factor})"
+            )
+        n = self.original_context_length
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(
+                f"rope_scaling.original_context_length must be a positive integer, got {n!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> RopeScaling:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: rope_scaling must be an object with factor, ...")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown or "factor" not in d:
+            raise ConfigError(
+                f"{source}: rope_scaling needs factor (and optionally {sorted(known - {'factor'})}); "
+                f"got {sorted(d)}"
+            )
+        return cls(**d)
+
+
+# The Llama/Qwen3 fields: None means "derived" (see head_size, kv_heads, ff_dim).
+_FAMILY_OPTIONAL = ("hidden_dim", "n_kv_groups", "head_dim", "rope_scaling")
+_FAMILY_FIELDS = ("family", *_FAMILY_OPTIONAL, "rope_base", "qk_norm")
+
 # Fields a saved config must give: they fix every weight's shape, so a default would build a
 # model that does not match the file (or, worse, silently does for the wrong reason).
 SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
@@ -95,13 +153,25 @@ class GPTConfig:
     num_classes: int | None = None
     # LoRA adapters on the chosen Linear layers (appendix E). None: plain Linear layers.
     lora: LoRAConfig | None = None
+    # --- Llama 3.x / Qwen3 (the book's bonus chapters; GPT-2 leaves them at their defaults) ---
+    family: Family = "gpt2"
+    # Feed-forward width (None: 4 * emb_dim, GPT-2's).
+    hidden_dim: int | None = None
+    # Key/value heads of grouped-query attention; each serves n_heads // n_kv_groups query heads
+    # (Hugging Face's num_key_value_heads). None: n_heads, plain multi-head attention.
+    n_kv_groups: int | None = None
+    # Width of one attention head (None: emb_dim // n_heads; Qwen3 sets it on its own).
+    head_dim: int | None = None
+    rope_base: float = 10000.0  # RoPE's theta
+    rope_scaling: RopeScaling | None = None  # Llama 3's frequency scaling
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (Qwen3)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.emb_dim % self.n_heads:
+        if self.head_dim is None and self.emb_dim % self.n_heads:
             raise ConfigError(
                 f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}): "
                 "each head gets emb_dim // n_heads dimensions"
@@ -116,8 +186,56 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.init must be 'pytorch' or 'gpt2', got {self.init!r}")
         if not self.ln_eps > 0:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
+        self._check_family()
         self._check_heads()
 
+    def _check_family(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(
+                f"GPTConfig.family must be one of {list(FAMILIES)}, got {self.family!r}"
+            )
+        for name in ("hidden_dim", "n_kv_groups", "head_dim"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(
+                    f"GPTConfig.{name} must be a positive integer or null, got {value!r}"
+                )
+        if self.n_heads % self.kv_heads:
+            raise ConfigError(
+                f"GPTConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_groups "
+                f"({self.n_kv_groups}): each key/value head serves the same number of query heads"
+            )
+        if isinstance(self.rope_scaling, Mapping):
+            scaling = RopeScaling.from_dict(self.rope_scaling, "GPTConfig.rope_scaling")
+            object.__setattr__(self, "rope_scaling", scaling)
+        if isinstance(self.rope_base, bool) or not isinstance(self.rope_base, (int, float)):
+            raise ConfigError(f"GPTConfig.rope_base must be a number, got {self.rope_base!r}")
+        if not self.rope_base > 0:
+            raise ConfigError(f"GPTConfig.rope_base must be > 0, got {self.rope_base!r}")
+        object.__setattr__(self, "rope_base", float(self.rope_base))
+        if self.head_size % 2 and self.family != "gpt2":
+            raise ConfigError(f"GPTConfig: RoPE needs an even head_dim, got {self.head_size}")
+        if self.family == "gpt2":
+            # GPT-2's blocks have none of these; a value here would be silently ignored.
+            extra = [
+                name
+                for name, value in (
+                    ("hidden_dim", self.hidden_dim not in (None, 4 * self.emb_dim)),
+                    ("n_kv_groups", self.n_kv_groups not in (None, self.n_heads)),
+                    ("head_dim", self.head_dim not in (None, self.emb_dim // self.n_heads)),
+                    ("rope_scaling", self.rope_scaling is not None),
+                    ("qk_norm", bool(self.qk_norm)),
+                )
+                if value
+            ]
+            if extra:
+                raise ConfigError(
+                    f"GPTConfig: {', '.join(extra)} belong to the llama3/qwen3 families; "
+                    "GPT-2 (family 'gpt2') has learned positions, a 4x GELU MLP and one key/value "
+                    "head per query head. Set family to 'llama3' or 'qwen3', or drop them"
+                )
     def _check_heads(self) -> None:
         n = self.num_classes
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
@@ -139,22 +257,38 @@ class GPTConfig:
             )
 
     @property
-    def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
+    def head_size(self) -> int:
+        """Width of one attention head (``head_dim`` when set, else emb_dim // n_heads)."""
+        return self.head_dim if self.head_dim is not None else self.emb_dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``n_kv_groups`` when set, else one per query head)."""
+        return self.n_kv_groups if self.n_kv_groups is not None else self.n_heads
+
+    @property
+    def ff_dim(self) -> int:
+        """Feed-forward width (``hidden_dim`` when set, else GPT-2's 4 * emb_dim)."""
+        return self.hidden_dim if self.hidden_dim is not None else 4 * self.emb_dim
 
     def replace(self, **changes: Any) -> GPTConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict. ``num_classes`` and ``lora`` appear only when set, so a plain
-        language model's config.json is what it always was."""
+        """A JSON-ready dict. Optional fields appear only when set, and a GPT-2 config leaves out
+        the other families' fields, so a GPT-2 model's config.json is what it always was."""
         d = dataclasses.asdict(self)
-        for key in ("num_classes", "lora"):
+        for key in ("num_classes", "lora", *_FAMILY_OPTIONAL):
             if d[key] is None:
                 del d[key]
+        if self.family == "gpt2":
+            for key in _FAMILY_FIELDS:
+                d.pop(key, None)
         if self.lora is not None:
             d["lora"] = self.lora.to_dict()
+        if self.rope_scaling is not None:
+            d["rope_scaling"] = self.rope_scaling.to_dict()
         return d
 
     @classmethod
@@ -218,6 +352,54 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tests: a few hundred thousand non-embedding parameters.
     "tiny": dict(context_length=64, emb_dim=32, n_layers=2, n_heads=4, drop_rate=0.0),
 }
+
+# Llama 3.x and Qwen3 with the published shapes (the models' config.json on the Hugging Face
+# hub); `info --preset` reproduces their parameter counts. No dropout, as released.
+_LLAMA3 = dict(
+    family="llama3", vocab_size=128256, context_length=131072, n_kv_groups=8,
+    rope_base=500000.0, ln_eps=1e-5, drop_rate=0.0, init="gpt2",
+)  # fmt: skip
+_LLAMA3_ROPE = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_context_length=8192)  # fmt: skip
+_QWEN3 = dict(
+    family="qwen3", vocab_size=151936, context_length=40960, n_kv_groups=8, head_dim=128,
+    rope_base=1000000.0, qk_norm=True, ln_eps=1e-6, drop_rate=0.0, init="gpt2",
+)  # fmt: skip
+PRESETS.update(
+    {
+        # 1.24B, tied embeddings
+        "llama3.2-1b": dict(_LLAMA3, emb_dim=2048, n_heads=32, n_layers=16, hidden_dim=8192,
+                            tie_weights=True, rope_scaling=_LLAMA3_ROPE),  # fmt: skip
+        # 3.21B, tied embeddings
+        "llama3.2-3b": dict(_LLAMA3, emb_dim=3072, n_heads=24, n_layers=28, hidden_dim=8192,
+                            tie_weights=True, rope_scaling=_LLAMA3_ROPE),  # fmt: skip
+        # 8.03B, separate output head
+        "llama3.1-8b": dict(_LLAMA3, emb_dim=4096, n_heads=32, n_layers=32, hidden_dim=14336,
+                            rope_scaling=dict(_LLAMA3_ROPE, factor=8.0)),  # fmt: skip
+        # 596M (0.44B without the embeddings), tied
+        "qwen3-0.6b": dict(_QWEN3, emb_dim=1024, n_heads=16, n_layers=28, hidden_dim=3072,
+                           tie_weights=True),  # fmt: skip
+        # 1.72B, tied
+        "qwen3-1.7b": dict(_QWEN3, emb_dim=2048, n_heads=16, n_layers=28, hidden_dim=6144,
+                           tie_weights=True),  # fmt: skip
+        # 4.02B, tied
+        "qwen3-4b": dict(_QWEN3, emb_dim=2560, n_heads=32, n_layers=36, hidden_dim=9728,
+                         tie_weights=True),  # fmt: skip
+        # 8.19B, separate output head
+        "qwen3-8b": dict(_QWEN3, emb_dim=4096, n_heads=32, n_layers=36, hidden_dim=12288),
+        # Small Llama/Qwen3-shaped models for CPU pretraining and tests (GPT-2's vocabulary by
+        # default; the tokenizer decides).
+        "llama3-mini": dict(family="llama3", vocab_size=50257, context_length=256, emb_dim=256,
+                            n_heads=4, n_kv_groups=2, n_layers=4, hidden_dim=688,
+                            tie_weights=True, rope_base=10000.0, drop_rate=0.0, init="gpt2"),  # fmt: skip
+        "llama3-tiny": dict(family="llama3", context_length=64, emb_dim=32, n_heads=4,
+                            n_kv_groups=2, n_layers=2, hidden_dim=64, drop_rate=0.0,
+                            rope_scaling=dict(factor=8.0, original_context_length=16)),  # fmt: skip
+        "qwen3-tiny": dict(family="qwen3", context_length=64, emb_dim=32, n_heads=4,
+                           n_kv_groups=2, head_dim=16, n_layers=2, hidden_dim=64, qk_norm=True,
+                           tie_weights=True, drop_rate=0.0, ln_eps=1e-6),  # fmt: skip
+    }
+)
 
 # The book's own GPT_CONFIG_124M, for readers who follow along.
 GPT_CONFIG_124M = GPTConfig.from_preset("gpt2-small", attention="explicit")

@@ -96,12 +96,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         return loaded.model.eval(), tokenizer
 
     from scratchgpt.config import GPTConfig
-    from scratchgpt.model import GPTModel
+    from scratchgpt.model import build_model
     from scratchgpt.tokenizers import get_tokenizer
 
     cfg = GPTConfig.from_preset(args.preset)
     torch.manual_seed(DEFAULT_PRESET_SEED if args.seed is None else args.seed)
-    model = GPTModel(cfg).to(device=args.device, dtype=dtype).eval()
+    model = build_model(cfg).to(device=args.device, dtype=dtype).eval()
     return model, get_tokenizer("gpt2")
 
 

@@ -1,18 +1,34 @@
-"""The GPT model: attention, blocks, the model, its KV cache, and size/FLOP statistics."""
+"""The models: attention, blocks, GPT-2 and Llama 3.x / Qwen3, the KV cache, and size/FLOP
+statistics. ``build_model(cfg)`` builds the family a config names."""
 
-from scratchgpt.model.attention import MultiHeadAttention
+from scratchgpt.model.attention import GroupedQueryAttention, MultiHeadAttention
+from scratchgpt.model.build import MODEL_CLASSES, MODEL_TYPES, build_model
 from scratchgpt.model.gpt import GELU, FeedForward, GPTModel, LayerNorm, TransformerBlock
 from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.llama import LlamaBlock, LlamaModel, SwiGLUFeedForward
+from scratchgpt.model.norms import RMSNorm
+from scratchgpt.model.rope import RotaryEmbedding, apply_rope, rope_inv_freq
 from scratchgpt.model.stats import ModelStats, model_stats
 
 __all__ = [
     "GELU",
+    "MODEL_CLASSES",
+    "MODEL_TYPES",
     "FeedForward",
     "GPTModel",
+    "GroupedQueryAttention",
     "KVCache",
     "LayerNorm",
+    "LlamaBlock",
+    "LlamaModel",
     "ModelStats",
     "MultiHeadAttention",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLUFeedForward",
     "TransformerBlock",
+    "apply_rope",
+    "build_model",
     "model_stats",
+    "rope_inv_freq",
 ]

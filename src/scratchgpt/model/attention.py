@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention (the book's chapter 3), with an optional KV cache.
+"""Causal self-attention: the book's multi-head attention (chapter 3) and the grouped-query
+attention of Llama 3.x / Qwen3, each with an optional KV cache.
 
 Shapes: B batch, T new tokens, S keys visible (past + new), H heads, hd head_dim.
 """
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.norms import RMSNorm
+from scratchgpt.model.rope import apply_rope
 
 
 class MultiHeadAttention(nn.Module):
@@ -97,3 +100,118 @@ class MultiHeadAttention(nn.Module):
 
         context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (B, T, d_out)
         return self.out_proj(context)
+
+
+def causal_allowed(attention_mask: torch.Tensor, t: int, past: int) -> torch.Tensor:
+    """(B, 1, T, S) bool for T new queries after ``past`` cached positions: causal AND key is not
+    padding (``attention_mask`` (B, S), 1 for real tokens). Each query may always see itself, so
+    rows of padding queries are never empty (their outputs are ignored anyway)."""
+    s = past + t
+    if attention_mask.shape[-1] != s:
+        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}")
+    device = attention_mask.device
+    causal = torch.ones(t, s, dtype=torch.bool, device=device).tril_(diagonal=past)  # (T, S)
+    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+    idx = torch.arange(t, device=device)
+    allowed[:, :, idx, past + idx] = True
+    return allowed
+
+
+class GroupedQueryAttention(nn.Module):
+    """Causal attention with fewer key/value heads than query heads (Llama 3.x, Qwen3).
+
+    ``num_kv_groups`` key/value heads each serve ``num_heads // num_kv_groups`` query heads, so
+    the KV cache holds only the key/value heads (4x smaller for Llama 3.2 1B). Queries and keys
+    are rotated by RoPE (positions) after the optional per-head RMSNorm of Qwen3 (``qk_norm``).
+    There is no causal-mask buffer: a 131k-token context would make it 17 GB.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        num_heads: int,
+        num_kv_groups: int,
+        head_dim: int,
+        dropout: float = 0.0,
+        *,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        qkv_bias: bool = False,
+        impl: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if num_heads % num_kv_groups:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of {num_kv_groups}")
+        self.num_heads = num_heads
+        self.num_kv_groups = num_kv_groups
+        self.group_size = num_heads // num_kv_groups
+        self.head_dim = head_dim
+        self.impl = impl
+        self.W_query = nn.Linear(d_in, num_heads * head_dim, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, num_kv_groups * head_dim, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, num_kv_groups * head_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(num_heads * head_dim, d_in, bias=False)
+        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, d_in); cos/sin: RoPE tables for the T new positions (see model.rope);
+        ``allowed``: optional bool (B, 1, T, S) for padded batches (see :func:`causal_allowed`)."""
+        b, t, _ = x.shape
+        queries = self.W_query(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, H, hd)
+        keys = self.W_key(x).view(b, t, self.num_kv_groups, self.head_dim)  # (B, T, G, hd)
+        values = self.W_value(x).view(b, t, self.num_kv_groups, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            queries, keys = self.q_norm(queries), self.k_norm(keys)
+        queries = apply_rope(queries.transpose(1, 2), cos, sin)  # (B, H, T, hd)
+        keys = apply_rope(keys.transpose(1, 2), cos, sin)  # (B, G, T, hd)
+        values = values.transpose(1, 2)
+        if kv_cache is not None:
+            keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
+        context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
+        context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
+        return self.out_proj(context)
+
+    def _attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        allowed: torch.Tensor | None,
+    ) -> torch.Tensor:
+        t, s = queries.shape[2], keys.shape[2]
+        p = self.dropout.p if self.training else 0.0
+        if self.impl == "explicit":
+            # Each key/value head repeated for the query heads of its group: (B, H, S, hd).
+            keys = keys.repeat_interleave(self.group_size, dim=1)
+            values = values.repeat_interleave(self.group_size, dim=1)
+            attn_scores = queries @ keys.transpose(2, 3)  # (B, H, T, S)
+            if allowed is None:
+                allowed = torch.ones(t, s, dtype=torch.bool, device=queries.device).tril_(s - t)
+            attn_scores = attn_scores.masked_fill(~allowed, float("-inf"))
+            attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
+            return self.dropout(attn_weights) @ values
+        gqa = self.group_size > 1
+        if allowed is None and t == 1:
+            # One new token sees every cached key: no mask needed.
+            return F.scaled_dot_product_attention(
+                queries, keys, values, dropout_p=p, enable_gqa=gqa
+            )
+        if allowed is None and t == s:
+            return F.scaled_dot_product_attention(
+                queries, keys, values, dropout_p=p, is_causal=True, enable_gqa=gqa
+            )
+        if allowed is None:
+            allowed = torch.ones(t, s, dtype=torch.bool, device=queries.device).tril_(s - t)
+        return F.scaled_dot_product_attention(
+            queries, keys, values, allowed, dropout_p=p, enable_gqa=gqa
+        )

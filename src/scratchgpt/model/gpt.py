@@ -101,6 +101,11 @@ class GPTModel(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
+        if cfg.family != "gpt2":
+            raise ConfigError(
+                f"GPTModel builds GPT-2 models, not family {cfg.family!r}; use "
+                "scratchgpt.model.build_model(cfg), which picks the family's model"
+            )
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)

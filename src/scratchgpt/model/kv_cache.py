@@ -33,7 +33,8 @@ class KVCache:
     def for_model(
         cls, model: torch.nn.Module, batch_size: int, max_len: int | None = None
     ) -> KVCache:
-        """A cache sized for ``model`` (a GPTModel); max_len defaults to its context length."""
+        """A cache sized for ``model`` (any scratchgpt model); max_len defaults to its context
+        length. Grouped-query models store only their key/value heads."""
         cfg = model.cfg
         p = next(model.parameters())
         dtype = p.dtype
@@ -42,8 +43,8 @@ class KVCache:
         return cls(
             cfg.n_layers,
             batch_size,
-            cfg.n_heads,
-            cfg.head_dim,
+            cfg.kv_heads,
+            cfg.head_size,
             max_len or cfg.context_length,
             device=p.device,
             dtype=dtype,

@@ -249,9 +249,9 @@ def pretrain(
     with hold_run_dir(out_dir, overwrite=overwrite, resume=resume) as run_dir:
         cfg.save(run_dir / RUN_CONFIG_FILE)
         torch.manual_seed(cfg.train.seed)
-        from scratchgpt.model import GPTModel
+        from scratchgpt.model import build_model
 
-        model = GPTModel(model_cfg)
+        model = build_model(model_cfg)
         n_params = model.num_parameters()
         print0(
             f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "

@@ -57,12 +57,13 @@ VERIFY_HINT = "load it anyway with verify=False (CLI: --no-verify)"
 
 
 def unwrap_model(model: Any) -> GPTModel:
-    """The GPTModel inside DDP/FSDP (``.module``) or torch.compile (``._orig_mod``) wrappers."""
-    from scratchgpt.model import GPTModel
+    """The scratchgpt model (any family) inside DDP/FSDP (``.module``) or torch.compile
+    (``._orig_mod``) wrappers."""
+    from scratchgpt.model import MODEL_TYPES
 
     inner = model
     for _ in range(4):
-        if isinstance(inner, GPTModel):
+        if isinstance(inner, MODEL_TYPES):
             return inner
         inner = getattr(inner, "_orig_mod", None) or getattr(inner, "module", None)
         if inner is None:

@@ -243,13 +243,14 @@ def check_source(
 
 
 def meta_model(cfg: GPTConfig) -> GPTModel:
-    """A GPTModel whose tensors have shapes but no storage (costs no memory, no init time)."""
+    """The model of ``cfg`` with tensors that have shapes but no storage (costs no memory, no
+    init time)."""
     import torch
 
-    from scratchgpt.model import GPTModel
+    from scratchgpt.model import build_model
 
     with torch.device("meta"):
-        return GPTModel(cfg)
+        return build_model(cfg)
 
 
 def materialize(
@@ -335,7 +336,8 @@ def load_with_plan(
     hint: str = "",
 ) -> GPTModel:
     """Check ``source`` against ``plan`` and materialise ``GPTModel(cfg)`` from it (eval mode)."""
-    pos_name = next(m.source for m in plan if m.target == "pos_emb.weight")
+    # Only GPT-2 has a position table (RoPE models compute positions).
+    pos_name = next((m.source for m in plan if m.target == "pos_emb.weight"), None)
     check_source(
         source,
         plan,

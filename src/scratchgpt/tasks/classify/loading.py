@@ -164,11 +164,11 @@ def load_base_model(cfg: ClassifyModel) -> tuple[nn.Module, Any, str]:
 
     if cfg.random_init:
         from scratchgpt.config import GPTConfig
-        from scratchgpt.model import GPTModel
+        from scratchgpt.model import build_model
 
         tokenizer = get_tokenizer("gpt2")
         mcfg = GPTConfig.from_preset(cfg.random_init, vocab_size=tokenizer.vocab_size)
-        return GPTModel(mcfg), tokenizer, f"random {cfg.random_init}"
+        return build_model(mcfg), tokenizer, f"random {cfg.random_init}"
     if cfg.gpt2:
         loaded = require_language_model(load_model(resolve_model_path(cfg.gpt2)))
         return loaded.model, loaded.tokenizer, f"GPT-2 {cfg.gpt2}"

@@ -1,6 +1,6 @@
 """Hugging Face model folders: one mapping file per model family, chosen by ``model_type``.
 
-Adding a family (Llama, Qwen3, Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
+GPT-2, Llama 3.x and Qwen3 are here. Adding a family (Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
 with an :class:`HFFamily` (config both ways, the tensor plan, the export) and adding it to
 :data:`FAMILIES`; :func:`scratchgpt.weights.load_model` and ``scratchgpt info`` then read its
 folders with no other change.
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scratchgpt.errors import CheckpointError
-from scratchgpt.weights.hf import gpt2
+from scratchgpt.weights.hf import gpt2, llama
 from scratchgpt.weights.hf.base import HFFamily, hf_weight_files, load_hf, save_hf
 from scratchgpt.weights.hf.gpt2 import (
     config_from_hf,
@@ -24,7 +24,9 @@ from scratchgpt.weights.hf.gpt2 import (
 )
 
 # model_type -> family: the registry.
-FAMILIES: dict[str, HFFamily] = {family.model_type: family for family in (gpt2.FAMILY,)}
+FAMILIES: dict[str, HFFamily] = {
+    family.model_type: family for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3)
+}
 
 
 def hf_family(raw: Mapping[str, Any], source: str = "config.json") -> HFFamily:

@@ -31,7 +31,9 @@ class HFFamily:
     """How one Hugging Face model family (one ``model_type``) maps onto GPTModel."""
 
     model_type: str  # config.json's "model_type"
-    tokenizer: str  # the bundled tokenizer of its vocabulary (scratchgpt.tokenizers.get_tokenizer)
+    # The bundled tokenizer of its vocabulary (scratchgpt.tokenizers.get_tokenizer), or None:
+    # the folder's own tokenizer.json.
+    tokenizer: str | None
     # (config.json dict, where it came from) -> GPTConfig; refuses options we cannot build.
     config_from_hf: Callable[[Mapping[str, Any], str], GPTConfig]
     # (GPTConfig, dtype or None) -> config.json dict that transformers reads.

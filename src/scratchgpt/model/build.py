@@ -1,0 +1,25 @@
+"""One constructor for every family: ``build_model(cfg)`` picks the model class by
+``cfg.family``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from scratchgpt.config import GPTConfig
+from scratchgpt.model.gpt import GPTModel
+from scratchgpt.model.llama import LlamaModel
+
+# family -> model class. Qwen3 is Llama with QK-norm (set by its config), not another class.
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "gpt2": GPTModel,
+    "llama3": LlamaModel,
+    "qwen3": LlamaModel,
+}
+# Every model class, for isinstance checks.
+MODEL_TYPES: tuple[type[nn.Module], ...] = (GPTModel, LlamaModel)
+
+
+def build_model(cfg: GPTConfig) -> nn.Module:
+    """The model ``cfg`` describes (GPTModel for GPT-2, LlamaModel for Llama 3.x and Qwen3),
+    with fresh weights initialised as ``cfg.init`` says."""
+    return MODEL_CLASSES[cfg.family](cfg)
