@@ -236,6 +236,7 @@ class GPTConfig:
                     "GPT-2 (family 'gpt2') has learned positions, a 4x GELU MLP and one key/value "
                     "head per query head. Set family to 'llama3' or 'qwen3', or drop them"
                 )
+
     def _check_heads(self) -> None:
         n = self.num_classes
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
@@ -368,36 +369,89 @@ _QWEN3 = dict(
 PRESETS.update(
     {
         # 1.24B, tied embeddings
-        "llama3.2-1b": dict(_LLAMA3, emb_dim=2048, n_heads=32, n_layers=16, hidden_dim=8192,
-                            tie_weights=True, rope_scaling=_LLAMA3_ROPE),  # fmt: skip
+        "llama3.2-1b": dict(
+            _LLAMA3,
+            emb_dim=2048,
+            n_heads=32,
+            n_layers=16,
+            hidden_dim=8192,
+            tie_weights=True,
+            rope_scaling=_LLAMA3_ROPE,
+        ),
         # 3.21B, tied embeddings
-        "llama3.2-3b": dict(_LLAMA3, emb_dim=3072, n_heads=24, n_layers=28, hidden_dim=8192,
-                            tie_weights=True, rope_scaling=_LLAMA3_ROPE),  # fmt: skip
+        "llama3.2-3b": dict(
+            _LLAMA3,
+            emb_dim=3072,
+            n_heads=24,
+            n_layers=28,
+            hidden_dim=8192,
+            tie_weights=True,
+            rope_scaling=_LLAMA3_ROPE,
+        ),
         # 8.03B, separate output head
-        "llama3.1-8b": dict(_LLAMA3, emb_dim=4096, n_heads=32, n_layers=32, hidden_dim=14336,
-                            rope_scaling=dict(_LLAMA3_ROPE, factor=8.0)),  # fmt: skip
+        "llama3.1-8b": dict(
+            _LLAMA3,
+            emb_dim=4096,
+            n_heads=32,
+            n_layers=32,
+            hidden_dim=14336,
+            rope_scaling=dict(_LLAMA3_ROPE, factor=8.0),
+        ),
         # 596M (0.44B without the embeddings), tied
-        "qwen3-0.6b": dict(_QWEN3, emb_dim=1024, n_heads=16, n_layers=28, hidden_dim=3072,
-                           tie_weights=True),  # fmt: skip
+        "qwen3-0.6b": dict(
+            _QWEN3, emb_dim=1024, n_heads=16, n_layers=28, hidden_dim=3072, tie_weights=True
+        ),
         # 1.72B, tied
-        "qwen3-1.7b": dict(_QWEN3, emb_dim=2048, n_heads=16, n_layers=28, hidden_dim=6144,
-                           tie_weights=True),  # fmt: skip
+        "qwen3-1.7b": dict(
+            _QWEN3, emb_dim=2048, n_heads=16, n_layers=28, hidden_dim=6144, tie_weights=True
+        ),
         # 4.02B, tied
-        "qwen3-4b": dict(_QWEN3, emb_dim=2560, n_heads=32, n_layers=36, hidden_dim=9728,
-                         tie_weights=True),  # fmt: skip
+        "qwen3-4b": dict(
+            _QWEN3, emb_dim=2560, n_heads=32, n_layers=36, hidden_dim=9728, tie_weights=True
+        ),
         # 8.19B, separate output head
         "qwen3-8b": dict(_QWEN3, emb_dim=4096, n_heads=32, n_layers=36, hidden_dim=12288),
         # Small Llama/Qwen3-shaped models for CPU pretraining and tests (GPT-2's vocabulary by
         # default; the tokenizer decides).
-        "llama3-mini": dict(family="llama3", vocab_size=50257, context_length=256, emb_dim=256,
-                            n_heads=4, n_kv_groups=2, n_layers=4, hidden_dim=688,
-                            tie_weights=True, rope_base=10000.0, drop_rate=0.0, init="gpt2"),  # fmt: skip
-        "llama3-tiny": dict(family="llama3", context_length=64, emb_dim=32, n_heads=4,
-                            n_kv_groups=2, n_layers=2, hidden_dim=64, drop_rate=0.0,
-                            rope_scaling=dict(factor=8.0, original_context_length=16)),  # fmt: skip
-        "qwen3-tiny": dict(family="qwen3", context_length=64, emb_dim=32, n_heads=4,
-                           n_kv_groups=2, head_dim=16, n_layers=2, hidden_dim=64, qk_norm=True,
-                           tie_weights=True, drop_rate=0.0, ln_eps=1e-6),  # fmt: skip
+        "llama3-mini": dict(
+            family="llama3",
+            vocab_size=50257,
+            context_length=256,
+            emb_dim=256,
+            n_heads=4,
+            n_kv_groups=2,
+            n_layers=4,
+            hidden_dim=688,
+            tie_weights=True,
+            rope_base=10000.0,
+            drop_rate=0.0,
+            init="gpt2",
+        ),
+        "llama3-tiny": dict(
+            family="llama3",
+            context_length=64,
+            emb_dim=32,
+            n_heads=4,
+            n_kv_groups=2,
+            n_layers=2,
+            hidden_dim=64,
+            drop_rate=0.0,
+            rope_scaling=dict(factor=8.0, original_context_length=16),
+        ),
+        "qwen3-tiny": dict(
+            family="qwen3",
+            context_length=64,
+            emb_dim=32,
+            n_heads=4,
+            n_kv_groups=2,
+            head_dim=16,
+            n_layers=2,
+            hidden_dim=64,
+            qk_norm=True,
+            tie_weights=True,
+            drop_rate=0.0,
+            ln_eps=1e-6,
+        ),
     }
 )
 

@@ -108,7 +108,9 @@ def causal_allowed(attention_mask: torch.Tensor, t: int, past: int) -> torch.Ten
     rows of padding queries are never empty (their outputs are ignored anyway)."""
     s = past + t
     if attention_mask.shape[-1] != s:
-        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}")
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, expected {s}"
+        )
     device = attention_mask.device
     causal = torch.ones(t, s, dtype=torch.bool, device=device).tril_(diagonal=past)  # (T, S)
     allowed = causal[None, None] & attention_mask[:, None, None, :].bool()

@@ -87,7 +87,9 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         if cfg.family not in ("llama3", "qwen3"):
-            raise ConfigError(f"LlamaModel builds the llama3 and qwen3 families, not {cfg.family!r}")
+            raise ConfigError(
+                f"LlamaModel builds the llama3 and qwen3 families, not {cfg.family!r}"
+            )
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)

@@ -26,41 +26,61 @@ class ModelStats:
         return self.memory_bytes(bytes_per_param) / 1024**2
 
 
+def _block_linears(cfg: GPTConfig) -> dict[str, list[tuple[int, int]]]:
+    """(in, out) of each Linear in one block, by LoRA target group."""
+    e, f = cfg.emb_dim, cfg.ff_dim
+    q, kv = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size
+    attention = [(e, q), (e, kv), (e, kv), (q, e)]  # W_query, W_key, W_value, out_proj
+    if cfg.family == "gpt2":
+        return {"attention": attention, "feed_forward": [(e, f), (f, e)]}
+    return {"attention": attention, "feed_forward": [(e, f), (e, f), (f, e)]}  # fc1, fc2, fc3
+
+
 def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
     """(LoRA parameters in the blocks, in the head): rank * (in + out) per adapted Linear."""
     if cfg.lora is None:
         return 0, 0
-    e, r, targets = cfg.emb_dim, cfg.lora.rank, cfg.lora.targets
-    block = 0
-    if "attention" in targets:
-        block += 4 * r * (e + e)  # W_query, W_key, W_value, out_proj
-    if "feed_forward" in targets:
-        block += 2 * r * (e + 4 * e)
-    head = r * (e + head_out) if "head" in targets else 0
+    r, targets = cfg.lora.rank, cfg.lora.targets
+    block = sum(
+        r * (i + o) for group, shapes in _block_linears(cfg).items() if group in targets
+        for i, o in shapes
+    )  # fmt: skip
+    head = r * (cfg.emb_dim + head_out) if "head" in targets else 0
     return cfg.n_layers * block, head
+
+
+def _block_params(cfg: GPTConfig) -> int:
+    """Parameters of one transformer block."""
+    e = cfg.emb_dim
+    weights = sum(i * o for shapes in _block_linears(cfg).values() for i, o in shapes)
+    if cfg.family == "gpt2":
+        q = cfg.n_heads * cfg.head_size
+        biases = (3 * q if cfg.qkv_bias else 0) + e + cfg.ff_dim + e  # qkv, out_proj, MLP
+        return weights + biases + 2 * 2 * e  # two LayerNorms (scale + shift)
+    qkv_bias = (cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_size if cfg.qkv_bias else 0
+    qk_norm = 2 * cfg.head_size if cfg.qk_norm else 0
+    return weights + qkv_bias + qk_norm + 2 * e  # two RMSNorms (scale only)
 
 
 def model_stats(cfg: GPTConfig) -> ModelStats:
     """Parameter counts and FLOPs per token for ``cfg`` (a classifier head and LoRA adapters
     included; the FLOPs count the base weights, as after merging the adapters)."""
     e, v, c, n = cfg.emb_dim, cfg.vocab_size, cfg.context_length, cfg.n_layers
-    qkv = 3 * e * e + (3 * e if cfg.qkv_bias else 0)
-    attn = qkv + e * e + e  # W_query/W_key/W_value, out_proj (+bias)
-    ff = e * 4 * e + 4 * e + 4 * e * e + e
-    norms = 2 * 2 * e
-    tok, pos = v * e, c * e
+    gpt2 = cfg.family == "gpt2"
+    tok, pos = v * e, (c * e if gpt2 else 0)  # RoPE models have no position table
     head_out = v if cfg.num_classes is None else cfg.num_classes
     lora_blocks, lora_head = _lora_params(cfg, head_out)
-    block = attn + ff + norms
     head_matmul = head_out * e
     # A classifier's head has a bias; a language model's has none.
     head = head_matmul + (0 if cfg.num_classes is None else head_out) + lora_head
-    body = tok + pos + n * block + lora_blocks + 2 * e  # + final norm
+    final_norm = 2 * e if gpt2 else e
+    body = tok + pos + n * _block_params(cfg) + lora_blocks + final_norm
     total = body if cfg.tie_weights else body + head
     # FLOPs: 2 per weight of every matmul a token passes through (blocks + head), plus attention's
     # scores and weighted sum against `context_length` keys (PaLM appendix B / nanoGPT's MFU).
-    matmul_weights = n * (3 * e * e + e * e + 8 * e * e) + head_matmul
-    forward = 2 * matmul_weights + n * 2 * 2 * c * e
+    block_matmul = sum(i * o for shapes in _block_linears(cfg).values() for i, o in shapes)
+    matmul_weights = n * block_matmul + head_matmul
+    forward = 2 * matmul_weights + n * 2 * 2 * c * cfg.n_heads * cfg.head_size
     return ModelStats(
         total_params=total,
         params_without_head=body if cfg.tie_weights else total - head,

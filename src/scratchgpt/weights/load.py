@@ -5,7 +5,8 @@
 - a scratchgpt checkpoint folder (or its ``.safetensors`` file with config.json beside it),
 - a training run folder (its newest complete checkpoint), its ``checkpoints`` folder, or a
   ``latest`` / ``best`` pointer file,
-- a Hugging Face folder of a family in :data:`scratchgpt.weights.hf.FAMILIES` (GPT-2),
+- a Hugging Face folder of a family in :data:`scratchgpt.weights.hf.FAMILIES` (GPT-2, Llama 3.x,
+  Qwen3; single or sharded safetensors),
 - a known model name (``gpt2-small`` ..., looked up in the download cache).
 
 config.json says which model the weights belong to, the whole architecture included: a
@@ -117,6 +118,22 @@ def inspect_model(name_or_path: PathLike) -> ModelFiles:
     )  # fmt: skip
 
 
+def hf_folder_tokenizer(files: ModelFiles) -> Any:
+    """The tokenizer of a Hugging Face folder: GPT-2's bundled one for GPT-2 (its vocabulary is
+    fixed and tiktoken is the fast path), else the folder's tokenizer.json (with its
+    tokenizer_config.json and generation_config.json), or None when it has none."""
+    family = files.family
+    if family is not None and family.tokenizer is not None:
+        from scratchgpt.tokenizers import get_tokenizer
+
+        return get_tokenizer(family.tokenizer)
+    if not (files.folder / "tokenizer.json").is_file():
+        return None
+    from scratchgpt.tokenizers.hf import HFTokenizer
+
+    return HFTokenizer.from_folder(files.folder)
+
+
 def load_model(
     name_or_path: PathLike,
     *,
@@ -134,11 +151,9 @@ def load_model(
     """
     files = inspect_model(name_or_path)
     if files.family is not None:
-        from scratchgpt.tokenizers import get_tokenizer
-
-        # HF folders often hold tokenizer files in HF's own formats; the vocabulary is bundled.
-        tokenizer = get_tokenizer(files.family.tokenizer)
-        check_vocab(files.config.vocab_size, tokenizer, str(files.folder / CONFIG_FILE))
+        tokenizer = hf_folder_tokenizer(files)
+        if tokenizer is not None:
+            check_vocab(files.config.vocab_size, tokenizer, str(files.folder / CONFIG_FILE))
         model = load_hf(files.family, files.path, device=device, dtype=dtype)
         return LoadedModel(model, tokenizer, model.cfg, files.path, {}, files.format)
 

@@ -9,9 +9,11 @@ folders with no other change.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import CheckpointError
+from scratchgpt.fileio import PathLike
 from scratchgpt.weights.hf import gpt2, llama
 from scratchgpt.weights.hf.base import HFFamily, hf_weight_files, load_hf, save_hf
 from scratchgpt.weights.hf.gpt2 import (
@@ -22,11 +24,30 @@ from scratchgpt.weights.hf.gpt2 import (
     load_hf_gpt2,
     save_hf_gpt2,
 )
+from scratchgpt.weights.native import unwrap_model
 
 # model_type -> family: the registry.
 FAMILIES: dict[str, HFFamily] = {
     family.model_type: family for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3)
 }
+
+
+# Our config's family -> the Hugging Face family it is exported as.
+EXPORT_FAMILIES: dict[str, HFFamily] = {
+    "gpt2": gpt2.FAMILY,
+    "llama3": llama.LLAMA,
+    "qwen3": llama.QWEN3,
+}
+
+
+def save_hf_model(
+    model: Any, dir: PathLike, *, tokenizer: Any = None, overwrite: bool = False
+) -> Path:
+    """Write ``model`` (any family) as a Hugging Face folder that ``transformers`` loads as is:
+    config.json and model.safetensors, plus the tokenizer's files when it has Hugging Face ones
+    (see :func:`save_hf`)."""
+    family = EXPORT_FAMILIES[unwrap_model(model).cfg.family]
+    return save_hf(family, model, dir, overwrite=overwrite, tokenizer=tokenizer)
 
 
 def hf_family(raw: Mapping[str, Any], source: str = "config.json") -> HFFamily:
@@ -56,4 +77,5 @@ __all__ = [
     "load_hf_gpt2",
     "save_hf",
     "save_hf_gpt2",
+    "save_hf_model",
 ]

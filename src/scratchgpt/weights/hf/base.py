@@ -88,15 +88,46 @@ def load_hf(
     return load_with_plan(cfg, source, plan, ignore=family.ignore(cfg), device=device, dtype=dtype)
 
 
-def save_hf(family: HFFamily, model: Any, dir: PathLike, *, overwrite: bool = False) -> Path:
+def save_hf(
+    family: HFFamily,
+    model: Any,
+    dir: PathLike,
+    *,
+    overwrite: bool = False,
+    tokenizer: Any = None,
+) -> Path:
     """Write config.json + model.safetensors in ``family``'s layout (atomic folder write; an
-    existing folder needs ``overwrite=True``)."""
+    existing folder needs ``overwrite=True``). A ``tokenizer`` that can write Hugging Face files
+    (``save_pretrained``) is written too, with a generation_config.json naming its BOS and
+    end-of-sequence ids, so ``transformers`` loads the folder as a complete model."""
     from safetensors.torch import save_file
 
     gpt = unwrap_model(model)
     tensors = family.state_dict(gpt)  # checks the model is exportable
     config = family.hf_config(gpt.cfg, gpt.tok_emb.weight.dtype)
+    generation = _generation_config(tokenizer)
+    config.update({k: v for k, v in generation.items() if k != "transformers_version"})
     with atomic_folder(dir, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(tmp / CONFIG_FILE, config)
+        if hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "generation_config.json", generation)
     return Path(dir)
+
+
+def _generation_config(tokenizer: Any) -> dict[str, Any]:
+    """BOS / EOS / pad ids of a tokenizer, as generation_config.json and config.json spell them."""
+    if tokenizer is None:
+        return {}
+    out: dict[str, Any] = {}
+    bos = list(getattr(tokenizer, "bos_ids", []) or [])
+    stops = list(getattr(tokenizer, "stop_ids", []) or [])
+    if bos:
+        out["bos_token_id"] = bos[0]
+    if stops:
+        out["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+    pad = getattr(tokenizer, "pad_id", None)
+    if pad is not None:
+        out["pad_token_id"] = pad
+    return out
