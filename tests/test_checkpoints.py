@@ -310,8 +310,8 @@ def test_bad_config_json(saved):
     (saved / "config.json").write_text('{"vocab_size": 40, "emb_dimm": 3}')
     with pytest.raises(ConfigError, match=r"config\.json: unknown GPTConfig field.*emb_dimm"):
         load_checkpoint(saved)
-    (saved / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(CheckpointError, match="model_type is 'llama'"):
+    (saved / "config.json").write_text('{"model_type": "mamba"}')
+    with pytest.raises(CheckpointError, match="model_type is 'mamba'"):
         load_checkpoint(saved)
 
 

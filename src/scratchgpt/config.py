@@ -362,98 +362,43 @@ _LLAMA3 = dict(
 )  # fmt: skip
 _LLAMA3_ROPE = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                     original_context_length=8192)  # fmt: skip
+_LLAMA3_ROPE_8B = dict(_LLAMA3_ROPE, factor=8.0)
 _QWEN3 = dict(
     family="qwen3", vocab_size=151936, context_length=40960, n_kv_groups=8, head_dim=128,
     rope_base=1000000.0, qk_norm=True, ln_eps=1e-6, drop_rate=0.0, init="gpt2",
 )  # fmt: skip
+
+
+def _sized(base: dict[str, Any], emb: int, heads: int, layers: int, hidden: int, **kw: Any):
+    return dict(base, emb_dim=emb, n_heads=heads, n_layers=layers, hidden_dim=hidden, **kw)
+
+
+_TIED = dict(tie_weights=True)
 PRESETS.update(
     {
-        # 1.24B, tied embeddings
-        "llama3.2-1b": dict(
-            _LLAMA3,
-            emb_dim=2048,
-            n_heads=32,
-            n_layers=16,
-            hidden_dim=8192,
-            tie_weights=True,
-            rope_scaling=_LLAMA3_ROPE,
-        ),
-        # 3.21B, tied embeddings
-        "llama3.2-3b": dict(
-            _LLAMA3,
-            emb_dim=3072,
-            n_heads=24,
-            n_layers=28,
-            hidden_dim=8192,
-            tie_weights=True,
-            rope_scaling=_LLAMA3_ROPE,
-        ),
-        # 8.03B, separate output head
-        "llama3.1-8b": dict(
-            _LLAMA3,
-            emb_dim=4096,
-            n_heads=32,
-            n_layers=32,
-            hidden_dim=14336,
-            rope_scaling=dict(_LLAMA3_ROPE, factor=8.0),
-        ),
-        # 596M (0.44B without the embeddings), tied
-        "qwen3-0.6b": dict(
-            _QWEN3, emb_dim=1024, n_heads=16, n_layers=28, hidden_dim=3072, tie_weights=True
-        ),
-        # 1.72B, tied
-        "qwen3-1.7b": dict(
-            _QWEN3, emb_dim=2048, n_heads=16, n_layers=28, hidden_dim=6144, tie_weights=True
-        ),
-        # 4.02B, tied
-        "qwen3-4b": dict(
-            _QWEN3, emb_dim=2560, n_heads=32, n_layers=36, hidden_dim=9728, tie_weights=True
-        ),
-        # 8.19B, separate output head
-        "qwen3-8b": dict(_QWEN3, emb_dim=4096, n_heads=32, n_layers=36, hidden_dim=12288),
+        "llama3.2-1b": _sized(_LLAMA3, 2048, 32, 16, 8192, **_TIED, rope_scaling=_LLAMA3_ROPE),
+        "llama3.2-3b": _sized(_LLAMA3, 3072, 24, 28, 8192, **_TIED, rope_scaling=_LLAMA3_ROPE),
+        "llama3.1-8b": _sized(_LLAMA3, 4096, 32, 32, 14336, rope_scaling=_LLAMA3_ROPE_8B),
+        "qwen3-0.6b": _sized(_QWEN3, 1024, 16, 28, 3072, **_TIED),  # 596M, 0.44B w/o embeddings
+        "qwen3-1.7b": _sized(_QWEN3, 2048, 16, 28, 6144, **_TIED),
+        "qwen3-4b": _sized(_QWEN3, 2560, 32, 36, 9728, **_TIED),
+        "qwen3-8b": _sized(_QWEN3, 4096, 32, 36, 12288),
         # Small Llama/Qwen3-shaped models for CPU pretraining and tests (GPT-2's vocabulary by
         # default; the tokenizer decides).
-        "llama3-mini": dict(
-            family="llama3",
-            vocab_size=50257,
-            context_length=256,
-            emb_dim=256,
-            n_heads=4,
-            n_kv_groups=2,
-            n_layers=4,
-            hidden_dim=688,
-            tie_weights=True,
-            rope_base=10000.0,
-            drop_rate=0.0,
-            init="gpt2",
+        "llama3-mini": _sized(
+            dict(family="llama3", context_length=256, init="gpt2", drop_rate=0.0), 256, 4, 4, 688,
+            n_kv_groups=2, **_TIED,
         ),
-        "llama3-tiny": dict(
-            family="llama3",
-            context_length=64,
-            emb_dim=32,
-            n_heads=4,
-            n_kv_groups=2,
-            n_layers=2,
-            hidden_dim=64,
-            drop_rate=0.0,
+        "llama3-tiny": _sized(
+            dict(family="llama3", context_length=64, drop_rate=0.0), 32, 4, 2, 64, n_kv_groups=2,
             rope_scaling=dict(factor=8.0, original_context_length=16),
         ),
-        "qwen3-tiny": dict(
-            family="qwen3",
-            context_length=64,
-            emb_dim=32,
-            n_heads=4,
-            n_kv_groups=2,
-            head_dim=16,
-            n_layers=2,
-            hidden_dim=64,
-            qk_norm=True,
-            tie_weights=True,
-            drop_rate=0.0,
-            ln_eps=1e-6,
+        "qwen3-tiny": _sized(
+            dict(family="qwen3", context_length=64, drop_rate=0.0, ln_eps=1e-6), 32, 4, 2, 64,
+            n_kv_groups=2, head_dim=16, qk_norm=True, **_TIED,
         ),
     }
-)
+)  # fmt: skip
 
 # The book's own GPT_CONFIG_124M, for readers who follow along.
 GPT_CONFIG_124M = GPTConfig.from_preset("gpt2-small", attention="explicit")
