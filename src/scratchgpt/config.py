@@ -28,9 +28,27 @@ InitScheme = Literal["pytorch", "gpt2"]
 # qwen3: llama3 plus RMSNorm on each head's queries and keys (QK-norm).
 Family = Literal["gpt2", "llama3", "qwen3"]
 FAMILIES = ("gpt2", "llama3", "qwen3")
-# Which nn.Linear layers LoRA may adapt: the attention projections, the feed-forward layers and
-# the output head.
+# Which nn.Linear layers LoRA adapts by default: the attention projections, the feed-forward
+# layers and the output head (the book's appendix E adapts them all).
 LORA_TARGETS = ("attention", "feed_forward", "head")
+# Single projections, for recipes that adapt some (e.g. q and v only): attention's query, key,
+# value and output projections; the feed-forward's gate (SwiGLU only), up and down projections.
+LORA_PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+# Hugging Face's spellings (peft's target_modules) of the same projections.
+LORA_ALIASES = {f"{p}_proj": p for p in LORA_PROJECTIONS}
+
+
+def canonical_lora_targets(targets: Sequence[str]) -> tuple[str, ...]:
+    """Targets without repeats, Hugging Face spellings (q_proj ...) as ours (q ...); a
+    ConfigError names the valid ones."""
+    out = tuple(dict.fromkeys(LORA_ALIASES.get(t, t) for t in targets))
+    bad = [t for t in out if t not in LORA_TARGETS + LORA_PROJECTIONS]
+    if bad or not out:
+        raise ConfigError(
+            f"LoRA targets {list(targets)}: choose from {list(LORA_TARGETS)} (layer groups) or "
+            f"{list(LORA_PROJECTIONS)} (single projections; q_proj ... also accepted)"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,7 @@ class LoRAConfig:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
             raise ConfigError(f"LoRA alpha must be a number, got {self.alpha!r}")
         targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
-        targets = tuple(dict.fromkeys(targets))
-        bad = [t for t in targets if t not in LORA_TARGETS]
-        if bad or not targets:
-            raise ConfigError(f"LoRA targets {list(targets)}: choose from {list(LORA_TARGETS)}")
+        targets = canonical_lora_targets(targets)
         # A list from JSON becomes a tuple: the config stays hashable and compares equal.
         object.__setattr__(self, "targets", targets)
         object.__setattr__(self, "alpha", float(self.alpha))

@@ -19,6 +19,7 @@ from scratchgpt.generation.text import (
     TokenizerLike,
     encode_prompt,
     generate_text,
+    stop_ids,
     stream_generate,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "generate_text",
     "optimize_for_decoding",
     "sample_next_token",
+    "stop_ids",
     "stream_generate",
 ]

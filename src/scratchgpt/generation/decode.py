@@ -68,7 +68,7 @@ class Decoder:
         max_new_tokens: int,
         context_size: int,
         sampling: SamplingConfig,
-        eos_id: int | None,
+        eos_id: int | Sequence[int] | None,
         pad_id: int,
         use_cache: bool,
         stops: Sequence[str] = (),
@@ -80,10 +80,13 @@ class Decoder:
         self.context_size = context_size
         self.sampling = sampling
         self.temperature = float(sampling.temperature)
-        self.eos_id = eos_id
         self.pad_id = pad_id
         self.tokenizer = tokenizer
         device = ids.device
+        # Every id that ends a row (Llama 3 instruct models end a turn with <|eot_id|> and a
+        # text with <|end_of_text|>).
+        eos = [] if eos_id is None else [eos_id] if is_int(eos_id) else list(eos_id)  # type: ignore[list-item]
+        self.eos_ids = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
         self.generator = sampling.make_generator(device)
         # One matcher per row, on bytes: a stop string may end inside a multi-byte character.
         stop_bytes = [s.encode("utf-8") for s in stops]
@@ -93,7 +96,7 @@ class Decoder:
         if mask is not None and not self.is_ours:
             raise ConfigError("padded batches need a scratchgpt GPTModel (attention_mask support)")
         self.use_cache = use_cache and self.is_ours
-        self.track = eos_id is not None or bool(self.stops)
+        self.track = self.eos_ids is not None or bool(self.stops)
 
         total = self.prompt_len + max_new_tokens
         self.buf = torch.empty((self.batch, total), dtype=torch.long, device=device)
@@ -161,8 +164,8 @@ class Decoder:
         )
         if self.track:
             produced = ~self.finished
-            if self.eos_id is not None:
-                hit = nxt == self.eos_id
+            if self.eos_ids is not None:
+                hit = torch.isin(nxt, self.eos_ids)
                 produced &= ~hit
                 self.finished |= hit
             # The end-of-text token itself is not appended (as in the book); finished rows
@@ -228,7 +231,7 @@ def make_decoder(
     max_new_tokens: int,
     sampling: SamplingConfig,
     context_size: int | None = None,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     pad_id: int | None = None,
     use_cache: bool = True,
     attention_mask: torch.Tensor | None = None,
@@ -239,10 +242,14 @@ def make_decoder(
     (``stops`` already checked by :func:`~scratchgpt.generation.stops.check_stop_strings`)."""
     if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if eos_id is not None and not is_int(eos_id):
-        raise ConfigError(f"eos_id must be an integer token id or None, got {eos_id!r}")
+    eos = [] if eos_id is None else [eos_id] if is_int(eos_id) else eos_id
+    if isinstance(eos, (str, bytes)) or not all(is_int(e) for e in eos):  # type: ignore[union-attr]
+        raise ConfigError(
+            f"eos_id must be an integer token id, a list of them, or None; got {eos_id!r}"
+        )
+    eos = list(eos)  # type: ignore[arg-type]
     if pad_id is None:
-        pad_id = eos_id if eos_id is not None else 0
+        pad_id = eos[0] if eos else 0
     elif not is_int(pad_id):
         raise ConfigError(f"pad_id must be an integer token id, got {pad_id!r}")
     context_size, vocab_size = model_limits(model, context_size)
@@ -294,7 +301,7 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     use_cache: bool = True,
     *,
     attention_mask: torch.Tensor | None = None,
@@ -309,7 +316,7 @@ def generate(
 
     The book's ``generate`` (same positional arguments), plus: top-p, a KV cache, batches of
     different lengths (``idx`` as a list of id lists, left-padded with ``pad_id``), per-row
-    stops at ``eos_id`` (not appended; the row is padded with ``pad_id``, default ``eos_id`` or
+    stops at ``eos_id`` (an id or a list of ids; not appended; the row is padded with ``pad_id``, default ``eos_id`` or
     0) and at ``stop_strings`` (needs ``tokenizer``; the token completing one is kept), and
     reproducible sampling with ``seed`` or ``generator`` (default: torch's global RNG, as the
     book). ``attention_mask`` (B, T) marks real tokens of an already left-padded tensor ``idx``.

@@ -55,9 +55,21 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
         return list(tokenizer.encode(text))
 
 
-def _resolve_eos(tokenizer: Any, eos_id: int | str | None) -> int | None:
+def stop_ids(tokenizer: Any) -> list[int]:
+    """Every id that ends a generation for ``tokenizer``: its ``stop_ids`` (end of text and end
+    of turn, e.g. Llama 3's <|end_of_text|> and <|eot_id|>), else its end-of-text id."""
+    ids = getattr(tokenizer, "stop_ids", None)
+    if ids is not None:
+        return list(ids)
+    eot = getattr(tokenizer, "eot_id", None)
+    return [] if eot is None else [eot]
+
+
+def _resolve_eos(
+    tokenizer: Any, eos_id: int | Sequence[int] | str | None
+) -> int | Sequence[int] | None:
     if eos_id == AUTO:
-        return getattr(tokenizer, "eot_id", None)
+        return stop_ids(tokenizer) or None
     return eos_id  # type: ignore[return-value]
 
 
@@ -70,7 +82,7 @@ def generate_text(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | str | None = AUTO,
+    eos_id: int | Sequence[int] | str | None = AUTO,
     use_cache: bool = True,
     *,
     stop_strings: str | Sequence[str] | None = None,
@@ -149,7 +161,7 @@ def stream_generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | str | None = AUTO,
+    eos_id: int | Sequence[int] | str | None = AUTO,
     use_cache: bool = True,
     *,
     stop_strings: str | Sequence[str] | None = None,

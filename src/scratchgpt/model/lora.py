@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from scratchgpt.config import LORA_TARGETS as LORA_TARGETS
-from scratchgpt.config import LoRAConfig
+from scratchgpt.config import LoRAConfig, canonical_lora_targets
 from scratchgpt.errors import OVERWRITE_ADVICE, CheckpointError, ConfigError, OutputExistsError
 from scratchgpt.fileio import PathLike
 
@@ -74,23 +74,27 @@ class LinearWithLoRA(nn.Module):
         return out
 
 
-def _target_of(name: str) -> str | None:
-    """Which LoRA target group a Linear's module path belongs to (GPTModel's names)."""
+# The last part of a Linear's module path -> its projection (every family's names).
+_PROJECTIONS = {
+    "W_query": "q", "W_key": "k", "W_value": "v", "out_proj": "o",  # attention
+    "fc1": "gate", "fc2": "up", "fc3": "down",  # SwiGLU (Llama 3.x, Qwen3)
+    "0": "up", "2": "down",  # GPT-2's ff.layers.0 / ff.layers.2
+}  # fmt: skip
+
+
+def _targets_of(name: str) -> set[str]:
+    """The LoRA targets a Linear's module path matches: its group and its projection."""
     if name == "out_head":
-        return "head"
-    if ".att." in f".{name}." or name.startswith("att."):
-        return "attention"
-    if ".ff." in f".{name}." or name.startswith("ff."):
-        return "feed_forward"
-    return None
+        return {"head"}
+    dotted = f".{name}."
+    group = "attention" if ".att." in dotted else "feed_forward" if ".ff." in dotted else None
+    if group is None:
+        return set()
+    return {group, _PROJECTIONS.get(name.rsplit(".", 1)[-1], "")} - {""}
 
 
 def check_targets(targets: Iterable[str]) -> tuple[str, ...]:
-    out = tuple(dict.fromkeys(targets))
-    bad = [t for t in out if t not in LORA_TARGETS]
-    if bad or not out:
-        raise ConfigError(f"LoRA targets {list(out)}: choose from {list(LORA_TARGETS)}")
-    return out
+    return canonical_lora_targets(list(targets))
 
 
 def apply_lora(
@@ -133,7 +137,7 @@ def _replace_linears(
     for name, child in module.named_children():
         full = f"{prefix}.{name}" if prefix else name
         if isinstance(child, nn.Linear):
-            if _target_of(full) in wanted:
+            if _targets_of(full) & set(wanted):
                 setattr(module, name, LinearWithLoRA(child, rank, alpha))
                 replaced += 1
         else:

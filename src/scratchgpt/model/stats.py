@@ -26,14 +26,14 @@ class ModelStats:
         return self.memory_bytes(bytes_per_param) / 1024**2
 
 
-def _block_linears(cfg: GPTConfig) -> dict[str, list[tuple[int, int]]]:
-    """(in, out) of each Linear in one block, by LoRA target group."""
+def _block_linears(cfg: GPTConfig) -> dict[str, list[tuple[str, int, int]]]:
+    """(projection, in, out) of each Linear in one block, by LoRA target group."""
     e, f = cfg.emb_dim, cfg.ff_dim
     q, kv = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size
-    attention = [(e, q), (e, kv), (e, kv), (q, e)]  # W_query, W_key, W_value, out_proj
+    attention = [("q", e, q), ("k", e, kv), ("v", e, kv), ("o", q, e)]
     if cfg.family == "gpt2":
-        return {"attention": attention, "feed_forward": [(e, f), (f, e)]}
-    return {"attention": attention, "feed_forward": [(e, f), (e, f), (f, e)]}  # fc1, fc2, fc3
+        return {"attention": attention, "feed_forward": [("up", e, f), ("down", f, e)]}
+    return {"attention": attention, "feed_forward": [("gate", e, f), ("up", e, f), ("down", f, e)]}
 
 
 def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
@@ -42,8 +42,8 @@ def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
         return 0, 0
     r, targets = cfg.lora.rank, cfg.lora.targets
     block = sum(
-        r * (i + o) for group, shapes in _block_linears(cfg).items() if group in targets
-        for i, o in shapes
+        r * (i + o) for group, shapes in _block_linears(cfg).items()
+        for proj, i, o in shapes if group in targets or proj in targets
     )  # fmt: skip
     head = r * (cfg.emb_dim + head_out) if "head" in targets else 0
     return cfg.n_layers * block, head
@@ -52,7 +52,7 @@ def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
 def _block_params(cfg: GPTConfig) -> int:
     """Parameters of one transformer block."""
     e = cfg.emb_dim
-    weights = sum(i * o for shapes in _block_linears(cfg).values() for i, o in shapes)
+    weights = sum(i * o for shapes in _block_linears(cfg).values() for _, i, o in shapes)
     if cfg.family == "gpt2":
         q = cfg.n_heads * cfg.head_size
         biases = (3 * q if cfg.qkv_bias else 0) + e + cfg.ff_dim + e  # qkv, out_proj, MLP
@@ -78,7 +78,7 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
     total = body if cfg.tie_weights else body + head
     # FLOPs: 2 per weight of every matmul a token passes through (blocks + head), plus attention's
     # scores and weighted sum against `context_length` keys (PaLM appendix B / nanoGPT's MFU).
-    block_matmul = sum(i * o for shapes in _block_linears(cfg).values() for i, o in shapes)
+    block_matmul = sum(i * o for shapes in _block_linears(cfg).values() for _, i, o in shapes)
     matmul_weights = n * block_matmul + head_matmul
     forward = 2 * matmul_weights + n * 2 * 2 * c * cfg.n_heads * cfg.head_size
     return ModelStats(

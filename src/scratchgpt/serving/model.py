@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scratchgpt.data.prompts import render_chat, turn_stops
-from scratchgpt.generation import SamplingConfig, stream_generate
+from scratchgpt.generation import SamplingConfig, stop_ids, stream_generate
 from scratchgpt.tasks.classify import classify
 
 __all__ = [
@@ -135,7 +135,7 @@ def run_generation(
     ``(index, piece)`` as text arrives; stops early when ``should_stop()`` says so. Choice
     ``j`` of a seeded request uses ``seed + j``."""
     tok = served.tokenizer
-    eos = getattr(tok, "eot_id", None)
+    eos = stop_ids(tok) or None
     choices: list[Choice] = []
     for i, ids in enumerate(prompts):
         for j in range(n):

@@ -254,7 +254,7 @@ def pretrain(
         model = build_model(model_cfg)
         n_params = model.num_parameters()
         print0(
-            f"model: {n_params:,} parameters ({cfg.model.preset}, {model_cfg.n_layers} layers, "
+            f"model: {n_params:,} parameters ({cfg.model.preset}: {model_cfg.family}, {model_cfg.n_layers} layers, "
             f"emb {model_cfg.emb_dim}, context {model_cfg.context_length}, vocab {model_cfg.vocab_size}); "
             f"data: {info['source']}, {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
             f"{len(train_ds)} training windows",

@@ -233,7 +233,15 @@ _MODEL_HELP = {
     "tie_weights": "share the token embedding with the output head",
     "attention": "attention implementation",
     "init": "weight initialisation",
-    "ln_eps": "LayerNorm epsilon",
+    "ln_eps": "LayerNorm (GPT-2) or RMSNorm (Llama, Qwen3) epsilon",
+    "family": "architecture: gpt2, llama3 (RoPE, RMSNorm, SwiGLU, GQA) or qwen3 (+ QK-norm)",
+    "hidden_dim": "feed-forward width (default: 4 * emb_dim for gpt2)",
+    "n_kv_groups": "key/value heads of grouped-query attention (default: n_heads)",
+    "head_dim": "width of one attention head (default: emb_dim / n_heads)",
+    "rope_base": "RoPE theta (llama3/qwen3)",
+    "rope_scaling": "Llama 3 RoPE scaling {factor, low_freq_factor, high_freq_factor, "
+    "original_context_length} (config file only)",
+    "qk_norm": "RMSNorm on each head's queries and keys (qwen3)",
 }
 
 
