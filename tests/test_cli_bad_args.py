@@ -172,6 +172,12 @@ BAD_ARGS: dict[str, list[str]] = {
         "--timeout 0",
     ],
     "download": ["download gpt5", "download gpt2 --dir {file}"],
+    "export": [
+        "export --checkpoint {missing} --out {dir}/x",
+        "export --checkpoint {dir} --out {dir}/x",
+        "export --out {dir}/x",
+        "export --checkpoint {dir} --out {dir}/x --dtype int4",
+    ],
     "info": [
         "info --checkpoint {dir}",
         "info --checkpoint {missing}",

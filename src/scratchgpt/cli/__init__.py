@@ -37,13 +37,14 @@ COMMAND_MODULES = [
     "scratchgpt.cli.serve",
     "scratchgpt.cli.evaluate",
     "scratchgpt.cli.download",
+    "scratchgpt.cli.export",
     "scratchgpt.cli.info",
 ]
 
 # Commands that load a checkpoint's weights, and so take --no-verify.
 LOADS_WEIGHTS = [
     "pretrain", "generate", "finetune-classifier", "classify", "finetune-instruct", "respond",
-    "chat", "serve", "evaluate loss",
+    "chat", "serve", "evaluate loss", "export",
 ]  # fmt: skip
 
 
