@@ -7,6 +7,8 @@
 - ``"char"``: one token per character of a corpus's alphabet.
 - ``"gpt2"``: GPT-2's byte-level BPE, identical to tiktoken's "gpt2" (backends "tiktoken", "scratch").
 - ``"bpe"``: a byte-level BPE trained here with :func:`train_bpe`.
+- ``"hf"``: a Hugging Face ``tokenizer.json`` with its model folder's settings (Llama 3.x, Qwen3),
+  run by the ``tokenizers`` library; chat templates are in :mod:`scratchgpt.tokenizers.chat`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from scratchgpt.errors import ScratchGPTError, TokenizerError
 from scratchgpt.fileio import PathLike, read_json
 from scratchgpt.tokenizers.base import EOT, FORMAT, Tokenizer
 from scratchgpt.tokenizers.bpe import GPT2_PATTERN, BPETokenizer, train_bpe
+from scratchgpt.tokenizers.chat import ChatTemplate, family_template
 from scratchgpt.tokenizers.gpt2 import GPT2Tokenizer, tiktoken_gpt2_encoding
+from scratchgpt.tokenizers.hf import HFTokenizer
 from scratchgpt.tokenizers.simple import UNK, CharTokenizer, SimpleTokenizer
 
 __all__ = [
@@ -27,22 +31,26 @@ __all__ = [
     "UNK",
     "BPETokenizer",
     "CharTokenizer",
+    "ChatTemplate",
     "GPT2Tokenizer",
+    "HFTokenizer",
     "SimpleTokenizer",
     "Tokenizer",
+    "family_template",
     "get_tokenizer",
     "load_tokenizer",
     "tiktoken_gpt2_encoding",
     "train_bpe",
 ]
 
-NAMES = ("simple", "char", "gpt2", "bpe")
+NAMES = ("simple", "char", "gpt2", "bpe", "hf")
 
 _OPTIONS = {
     "simple": {"corpus", "vocab"},
     "char": {"corpus", "chars", "special_tokens", "unk"},
     "gpt2": {"backend", "encoder_path", "vocab_path"},
     "bpe": {"path"},
+    "hf": {"path"},
 }
 
 
@@ -54,6 +62,7 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
       or ``(chars=[...])``
     - ``get_tokenizer("gpt2", backend="tiktoken" | "scratch", encoder_path=None, vocab_path=None)``
     - ``get_tokenizer("bpe", path=saved_file)``
+    - ``get_tokenizer("hf", path=model_folder)``: the folder's tokenizer.json and configs
     """
     if name not in _OPTIONS:
         raise TokenizerError(f"unknown tokenizer {name!r}; choose one of {', '.join(NAMES)}")
@@ -65,6 +74,12 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
         )
     if name == "gpt2":
         return GPT2Tokenizer(**options)
+    if name == "hf":
+        if "path" not in options:
+            raise TokenizerError(
+                "tokenizer 'hf' needs path=FOLDER, a Hugging Face model folder with tokenizer.json"
+            )
+        return HFTokenizer.from_folder(options["path"])
     if name == "bpe":
         if "path" not in options:
             raise TokenizerError(
@@ -123,6 +138,9 @@ def tokenizer_from_dict(data: Any) -> Tokenizer:
         return BPETokenizer.from_dict(data)
     if kind == "gpt2":
         return GPT2Tokenizer.from_dict(data)
+    if kind == "hf":
+        _field(data, "tokenizer", dict)
+        return HFTokenizer.from_dict(data)
     if kind == "simple":
         vocab = _field(data, "vocab", dict)
         specials = _field(data, "special_tokens", list)
