@@ -31,7 +31,7 @@ from scratchgpt.tokenizers.hf_folder import (
     parse_tokenizer_json,
     read_hf_folder,
 )
-from tokenizers import AddedToken, processors
+from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
 # Tokens that end a turn or a text in the formats we know (Llama 3, Qwen/ChatML, GPT-2).
@@ -56,8 +56,6 @@ class HFTokenizer(Tokenizer):
         bos_token: str | None = None,
         eos_token: str | None = None,
         pad_token: str | None = None,
-        add_bos_token: bool | None = None,
-        add_eos_token: bool | None = None,
         chat_template: str | None = None,
         eos_token_ids: Sequence[int] = (),
         bos_token_id: int | None = None,
@@ -86,9 +84,6 @@ class HFTokenizer(Tokenizer):
         # A padding token missing from the vocabulary is left out, not added (ids must stay
         # inside the model's embedding table).
         self.pad_token = pad_token if pad_token in self._vocab else None
-        self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
-        if add_bos_token is not None or add_eos_token is not None:
-            self._set_post_processor(bool(add_bos_token), bool(add_eos_token))
         self.eos_token_ids = [int(i) for i in eos_token_ids]
         self.bos_token_id = bos_token_id
         self.model_max_length = model_max_length
@@ -121,22 +116,6 @@ class HFTokenizer(Tokenizer):
                 "the folder's tokenizer files do not belong together"
             )
         return token
-
-    def _set_post_processor(self, bos: bool, eos: bool) -> None:
-        """add_bos_token/add_eos_token in the config replace the file's post-processor, as in
-        transformers."""
-        bos = bos and self.bos_token is not None
-        eos = eos and self.eos_token is not None
-        single = f"{self.bos_token}:0 " * bos + "$A:0" + f" {self.eos_token}:0" * eos
-        pair = single + f" {self.bos_token}:1" * bos + " $B:1" + f" {self.eos_token}:1" * eos
-        specials = []
-        if bos:
-            specials.append((self.bos_token, self._vocab[self.bos_token]))
-        if eos:
-            specials.append((self.eos_token, self._vocab[self.eos_token]))
-        self._backend.post_processor = processors.TemplateProcessing(
-            single=single, pair=pair, special_tokens=specials
-        )
 
     @classmethod
     def from_folder(cls, folder: PathLike) -> HFTokenizer:
@@ -337,7 +316,9 @@ class HFTokenizer(Tokenizer):
         }
         if self.pad_token is not None:
             config["pad_token"] = self.pad_token
-        for key in ("add_bos_token", "add_eos_token", "model_max_length", "chat_template"):
+        # Says what the post-processor in tokenizer.json does, for versions that rebuild it.
+        config["add_bos_token"] = bool(self.bos_ids)
+        for key in ("model_max_length", "chat_template"):
             value = getattr(self, key)
             if value is not None:
                 config[key] = value
@@ -352,8 +333,6 @@ _OPTIONS = (
     "bos_token",
     "eos_token",
     "pad_token",
-    "add_bos_token",
-    "add_eos_token",
     "chat_template",
     "eos_token_ids",
     "bos_token_id",

@@ -5,6 +5,10 @@ A folder holds ``tokenizer.json`` (the whole tokenizer, for the ``tokenizers`` l
 chat template), optionally ``chat_template.jinja`` (where newer ``transformers`` save the template)
 and ``generation_config.json`` (the ids that end a generation). :func:`read_hf_folder` gathers
 what :class:`~scratchgpt.tokenizers.hf.HFTokenizer` needs from them, checking each field.
+
+``add_bos_token`` in tokenizer_config.json is not read: ``transformers`` (5.x) encodes with the
+post-processor saved in tokenizer.json whatever the flag says (Llama 3's prepends
+``<|begin_of_text|>``), and so do we; ``HFTokenizer.bos_ids`` reports what it prepends.
 """
 
 from __future__ import annotations
@@ -136,8 +140,6 @@ def read_hf_folder(folder: PathLike) -> dict[str, Any]:
         "bos_token": token_content(config.get("bos_token"), "bos_token", src),
         "eos_token": token_content(config.get("eos_token"), "eos_token", src),
         "pad_token": token_content(config.get("pad_token"), "pad_token", src),
-        "add_bos_token": _optional(config, "add_bos_token", bool, src),
-        "add_eos_token": _optional(config, "add_eos_token", bool, src),
         "model_max_length": _model_max_length(config.get("model_max_length")),
         "chat_template": template,
         "eos_token_ids": _id_list(generation.get("eos_token_id"), "eos_token_id", gen_src),
