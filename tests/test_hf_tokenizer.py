@@ -8,6 +8,7 @@ NFC normalizer and non-special added tokens) and writes their configs.
 from __future__ import annotations
 
 import json
+import pickle
 import unicodedata
 from pathlib import Path
 
@@ -209,6 +210,30 @@ def test_save_pretrained_loads_in_transformers(pairs, tmp_path, family):
     assert back.pad_id == ours.pad_id and back.chat_template == ours.chat_template
 
 
+def test_pickled_tokenizer_still_encodes_specials_as_text(pairs):
+    # Worker processes get a pickled copy; the backend alone would forget encode_special_tokens.
+    ours, _ = pairs["qwen3"]
+    ours.render_chat([{"role": "user", "content": "x"}])  # compiles the template
+    ours.decode_bytes([1])  # builds the byte table
+    copy = pickle.loads(pickle.dumps(ours))
+    for text in TEXTS:
+        assert copy.encode_ordinary(text) == ours.encode_ordinary(text)
+        assert copy.encode(text, allowed_special="all") == ours.encode(text, allowed_special="all")
+    messages = [{"role": "user", "content": "x"}]
+    assert copy.render_chat(messages) == ours.render_chat(messages)
+
+
+def test_a_tokenizer_without_byte_level_decoder(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = HFTokenizer(backend.to_str(), source="wordlevel")
+    ids = tok.encode("hello world")
+    assert ids == [0, 1]
+    assert tok.decode_bytes(ids) == tok.decode(ids).encode() == backend.decode(ids).encode()
+
+
 def test_get_tokenizer_by_name(folders):
     tok = get_tokenizer("hf", path=folders["qwen3"])
     assert isinstance(tok, HFTokenizer) and tok.name == "hf"
@@ -217,6 +242,19 @@ def test_get_tokenizer_by_name(folders):
     assert get_tokenizer("hf", path=folders["qwen3"] / "tokenizer.json").to_dict() == tok.to_dict()
     with pytest.raises(TokenizerError, match="needs path=FOLDER"):
         get_tokenizer("hf")
+
+
+def test_load_tokenizer_reads_hugging_face_files(folders, tmp_path):
+    folder = folders["llama3"]
+    by_folder = load_tokenizer(folder)
+    assert isinstance(by_folder, HFTokenizer) and by_folder.stop_ids
+    assert load_tokenizer(folder / "tokenizer.json").to_dict() == by_folder.to_dict()
+    # A tokenizer.json under another name has no configs next to it: ids only.
+    copy = tmp_path / "llama-tokenizer.json"
+    copy.write_bytes((folder / "tokenizer.json").read_bytes())
+    bare = load_tokenizer(copy)
+    assert bare.encode("hello world") == by_folder.encode("hello world")
+    assert bare.eos_token is None and bare.chat_template is None
 
 
 def test_chat_template_sources(tmp_path):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import ScratchGPTError, TokenizerError
@@ -152,8 +153,19 @@ def tokenizer_from_dict(data: Any) -> Tokenizer:
 
 
 def load_tokenizer(path: PathLike) -> Tokenizer:
-    """Load a tokenizer saved by :meth:`Tokenizer.save`; errors name the file and the field."""
+    """Load a tokenizer saved by :meth:`Tokenizer.save`; errors name the file and the field.
+
+    A Hugging Face model folder, or its tokenizer.json, loads as an :class:`HFTokenizer` (with
+    the folder's settings).
+    """
+    if Path(path).is_dir():
+        return HFTokenizer.from_folder(path)
     data = read_json(path)
+    if isinstance(data, dict) and "format" not in data and "model" in data:
+        # A Hugging Face tokenizer.json: the configs next to it complete it.
+        if Path(path).name == "tokenizer.json":
+            return HFTokenizer.from_folder(Path(path).parent)
+        return HFTokenizer(data, source=str(path))
     try:
         return tokenizer_from_dict(data)
     except ScratchGPTError as e:

@@ -325,6 +325,24 @@ class HFTokenizer(Tokenizer):
         atomic_write_json(root / CONFIG_FILE, config)
         return root
 
+    # --- pickling (worker processes) ------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # The backend pickles without its encode_special_tokens flag, and the compiled template
+        # not at all: both are rebuilt.
+        state = dict(self.__dict__)
+        for key in ("_backend", "_compiled", "_token_bytes"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._backend = Backend.from_str(self._json)
+        self._backend.no_truncation()
+        self._backend.no_padding()
+        self._backend.encode_special_tokens = True
+        self._compiled = None
+        self._token_bytes = None
+
     def __repr__(self) -> str:
         return f"HFTokenizer({self.source!r}, vocab_size={self.vocab_size})"
 
