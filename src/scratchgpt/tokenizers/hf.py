@@ -93,8 +93,12 @@ class HFTokenizer(Tokenizer):
         self._specials = {
             t.content: i for i, t in backend.get_added_tokens_decoder().items() if t.special
         }
-        self._byte_level = _is_byte_level(json.loads(self._json).get("decoder"))
+        decoder = backend.decoder
+        self._byte_level = decoder is not None and _is_byte_level(
+            json.loads(decoder.__getstate__())
+        )
         self._token_bytes: list[bytes] | None = None
+        self._bos_ids: list[int] | None = None
         self.chat_template = chat_template
 
     # --- construction helpers --------------------------------------------------------------
@@ -240,13 +244,15 @@ class HFTokenizer(Tokenizer):
     def bos_ids(self) -> list[int]:
         """What this tokenizer puts before a text (Llama 3: ``<|begin_of_text|>``; Qwen:
         nothing), found by encoding a probe with and without the post-processor."""
-        probe = "a"
-        plain = self._backend.encode(probe, add_special_tokens=False).ids
-        full = self._backend.encode(probe, add_special_tokens=True).ids
-        for start in range(len(full) - len(plain) + 1):
-            if full[start : start + len(plain)] == plain:
-                return full[:start]
-        return []
+        if self._bos_ids is None:
+            probe = "a"
+            plain = self._backend.encode(probe, add_special_tokens=False).ids
+            full = self._backend.encode(probe, add_special_tokens=True).ids
+            starts = range(len(full) - len(plain) + 1)
+            self._bos_ids = next(
+                (full[:s] for s in starts if full[s : s + len(plain)] == plain), []
+            )
+        return list(self._bos_ids)
 
     @property
     def pad_id(self) -> int | None:
