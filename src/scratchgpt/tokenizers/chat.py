@@ -159,18 +159,18 @@ def _plain(value: Any) -> Any:
     """`value` rebuilt from plain JSON types (what the sandboxed template may see)."""
     if value is None or type(value) in (str, int, float, bool):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str):  # subclasses (enums...) could carry methods: strip them
         return str.__str__(value)
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, int):
         return int.__int__(value)
     if isinstance(value, float):
         return float.__float__(value)
     if isinstance(value, Mapping):
         return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
     return f"<{type(value).__name__}>"
 
 
