@@ -20,9 +20,7 @@ from scratchgpt.errors import ScratchGPTError, TokenizerError
 from scratchgpt.fileio import PathLike, read_json
 from scratchgpt.tokenizers.base import EOT, FORMAT, Tokenizer
 from scratchgpt.tokenizers.bpe import GPT2_PATTERN, BPETokenizer, train_bpe
-from scratchgpt.tokenizers.chat import ChatTemplate, family_template
 from scratchgpt.tokenizers.gpt2 import GPT2Tokenizer, tiktoken_gpt2_encoding
-from scratchgpt.tokenizers.hf import HFTokenizer
 from scratchgpt.tokenizers.simple import UNK, CharTokenizer, SimpleTokenizer
 
 __all__ = [
@@ -45,6 +43,23 @@ __all__ = [
 ]
 
 NAMES = ("simple", "char", "gpt2", "bpe", "hf")
+
+# The Hugging Face tokenizer and chat templates load the `tokenizers` and `jinja2` libraries;
+# they are imported on first use, so commands that never touch them start as fast as before.
+_LAZY = {
+    "HFTokenizer": "scratchgpt.tokenizers.hf",
+    "ChatTemplate": "scratchgpt.tokenizers.chat",
+    "family_template": "scratchgpt.tokenizers.chat",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _OPTIONS = {
     "simple": {"corpus", "vocab"},
@@ -80,6 +95,8 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
             raise TokenizerError(
                 "tokenizer 'hf' needs path=FOLDER, a Hugging Face model folder with tokenizer.json"
             )
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
         return HFTokenizer.from_folder(options["path"])
     if name == "bpe":
         if "path" not in options:
@@ -140,6 +157,8 @@ def tokenizer_from_dict(data: Any) -> Tokenizer:
     if kind == "gpt2":
         return GPT2Tokenizer.from_dict(data)
     if kind == "hf":
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
         _field(data, "tokenizer", dict)
         return HFTokenizer.from_dict(data)
     if kind == "simple":
@@ -159,9 +178,13 @@ def load_tokenizer(path: PathLike) -> Tokenizer:
     the folder's settings).
     """
     if Path(path).is_dir():
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
         return HFTokenizer.from_folder(path)
     data = read_json(path)
     if isinstance(data, dict) and "format" not in data and "model" in data:
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
         # A Hugging Face tokenizer.json: the configs next to it complete it.
         if Path(path).name == "tokenizer.json":
             return HFTokenizer.from_folder(Path(path).parent)

@@ -24,7 +24,6 @@ from scratchgpt.errors import TokenizerError
 from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text
 from scratchgpt.tokenizers.base import EOT, Tokenizer, as_int_ids, bad_id_error
 from scratchgpt.tokenizers.bpe import unicode_to_bytes
-from scratchgpt.tokenizers.chat import ChatTemplate
 from scratchgpt.tokenizers.hf_folder import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -271,7 +270,7 @@ class HFTokenizer(Tokenizer):
         if source is not None and not isinstance(source, str):
             raise TokenizerError("chat_template must be the template's Jinja text or None")
         self._chat_source = source
-        self._compiled: ChatTemplate | None = None
+        self._compiled: Any = None  # the compiled ChatTemplate, made on first use
 
     def render_chat(
         self,
@@ -287,6 +286,8 @@ class HFTokenizer(Tokenizer):
                 "e.g. tokenizer.chat_template = family_template('llama3') or 'chatml'"
             )
         if self._compiled is None:
+            from scratchgpt.tokenizers.chat import ChatTemplate  # jinja2 loads on first use
+
             self._compiled = ChatTemplate(
                 self._chat_source,
                 bos_token=self.bos_token,
