@@ -20,6 +20,7 @@ from hf_fixtures import QWEN3_TEST_TEMPLATE, write_llama3_tokenizer, write_qwen3
 from scratchgpt.errors import TokenizerError
 from scratchgpt.tokenizers import (
     HFTokenizer,
+    Tokenizer,
     get_tokenizer,
     load_tokenizer,
     tokenizer_from_dict,
@@ -74,6 +75,8 @@ def test_ids_equal_transformers(pairs, family):
         # Special tokens allowed: transformers' default (minus BOS, which it adds itself).
         want = oracle.encode(text, add_special_tokens=False)
         assert ours.encode(text, allowed_special="all") == want, text
+        # The generic path (cut at special tokens, encode the pieces) agrees with the library's.
+        assert Tokenizer.encode(ours, text, allowed_special="all") == want, text
         # Special-token strings as plain text.
         plain = oracle.encode(text, add_special_tokens=False, split_special_tokens=True)
         assert ours.encode_ordinary(text) == plain, text

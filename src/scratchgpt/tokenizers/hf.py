@@ -22,7 +22,14 @@ from typing import Any
 
 from scratchgpt.errors import TokenizerError
 from scratchgpt.fileio import PathLike, atomic_write_json, atomic_write_text
-from scratchgpt.tokenizers.base import EOT, Tokenizer, as_int_ids, bad_id_error
+from scratchgpt.tokenizers.base import (
+    EOT,
+    SpecialSet,
+    Tokenizer,
+    as_int_ids,
+    bad_id_error,
+    resolve_special,
+)
 from scratchgpt.tokenizers.bpe import unicode_to_bytes
 from scratchgpt.tokenizers.hf_folder import (
     CONFIG_FILE,
@@ -98,6 +105,7 @@ class HFTokenizer(Tokenizer):
         )
         self._token_bytes: list[bytes] | None = None
         self._bos_ids: list[int] | None = None
+        self._with_specials: Backend | None = None
         self.chat_template = chat_template
 
     # --- construction helpers --------------------------------------------------------------
@@ -139,6 +147,28 @@ class HFTokenizer(Tokenizer):
         if not isinstance(text, str):
             raise TokenizerError(f"expected text (str) to encode, got {type(text).__name__}")
         return self._backend.encode(text, add_special_tokens=False).ids
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[int]:
+        """Encode `text`; special tokens follow tiktoken's rules (see :mod:`.base`). With every
+        special token allowed, the library encodes the whole text as ``transformers`` does."""
+        allowed, disallowed = resolve_special(self._specials, allowed_special, disallowed_special)
+        if disallowed or not allowed or allowed != self._specials.keys():
+            return super().encode(
+                text, allowed_special=allowed_special, disallowed_special=disallowed_special
+            )
+        if not isinstance(text, str):
+            raise TokenizerError(f"expected text (str) to encode, got {type(text).__name__}")
+        if self._with_specials is None:
+            # A second backend that matches special tokens; flipping the flag on the shared
+            # one would race with other threads encoding user text.
+            self._with_specials = Backend.from_str(self._json)
+        return self._with_specials.encode(text, add_special_tokens=False).ids
 
     def encode_chat(
         self,
@@ -337,7 +367,7 @@ class HFTokenizer(Tokenizer):
         # The backend pickles without its encode_special_tokens flag, and the compiled template
         # not at all: both are rebuilt.
         state = dict(self.__dict__)
-        for key in ("_backend", "_compiled", "_token_bytes"):
+        for key in ("_backend", "_with_specials", "_compiled", "_token_bytes"):
             state.pop(key, None)
         return state
 
@@ -347,6 +377,7 @@ class HFTokenizer(Tokenizer):
         self._backend.no_truncation()
         self._backend.no_padding()
         self._backend.encode_special_tokens = True
+        self._with_specials = None
         self._compiled = None
         self._token_bytes = None
 
