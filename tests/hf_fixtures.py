@@ -5,7 +5,7 @@ of that family holds for its tokenizer: ``tokenizer.json`` (a tiny byte-level BP
 the ``tokenizers`` library, laid out like the published one: the family's pre-tokenizer regex, its
 special tokens after the regular vocabulary, Llama 3's BOS post-processor), ``tokenizer_config.json``
 (special tokens, chat template) and ``generation_config.json`` (end-of-sequence ids). Model tests
-put a tiny random model next to them.
+put a tiny random model next to them, with an embedding table of ``MODEL_VOCAB_SIZE`` rows.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ QWEN3_TEST_TEMPLATE = (
     "{% if enable_thinking is defined and enable_thinking is false %}"
     "{{- '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}"
 )
+
+# Ids of both test tokenizers are below this: a tiny model's embedding table can have this many
+# rows, more than the tokenizer has ids, as Qwen3's does (151,936 rows for 151,669 ids).
+MODEL_VOCAB_SIZE = 512
 
 _DEFAULT = object()
 

@@ -16,7 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_fixtures import QWEN3_TEST_TEMPLATE, write_llama3_tokenizer, write_qwen3_tokenizer
+from hf_fixtures import (
+    MODEL_VOCAB_SIZE,
+    QWEN3_TEST_TEMPLATE,
+    write_llama3_tokenizer,
+    write_qwen3_tokenizer,
+)
 from scratchgpt.errors import TokenizerError
 from scratchgpt.tokenizers import (
     HFTokenizer,
@@ -93,6 +98,11 @@ def test_special_tokens_follow_the_tiktoken_rules(pairs, family):
     assert ours.token_to_id(eos) not in ours.encode_ordinary(f"hi {eos}")
     with pytest.raises(TokenizerError, match="does not have"):
         ours.encode("x", allowed_special={"<|not_a_token|>"})
+
+
+def test_fixture_ids_fit_tiny_models(pairs):
+    for ours, oracle in pairs.values():
+        assert ours.vocab_size == len(oracle) <= MODEL_VOCAB_SIZE
 
 
 def test_special_tokens_of_each_family(pairs):
