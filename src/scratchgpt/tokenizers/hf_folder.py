@@ -55,14 +55,10 @@ def token_content(value: Any, field: str, source: str) -> str | None:
     )
 
 
-def _optional(data: dict[str, Any], field: str, kind: type, source: str) -> Any:
+def _optional_id(data: dict[str, Any], field: str, source: str) -> int | None:
     value = data.get(field)
-    if value is not None and (
-        not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)
-    ):
-        raise TokenizerError(
-            f"{source}: field {field!r} is {value!r}; expected {kind.__name__} or null"
-        )
+    if value is not None and type(value) is not int:
+        raise TokenizerError(f"{source}: field {field!r} is {value!r}; expected a token id or null")
     return value
 
 
@@ -134,7 +130,7 @@ def read_hf_folder(folder: PathLike) -> dict[str, Any]:
         except ScratchGPTError as e:
             raise TokenizerError(str(e)) from None
     gen_src = str(root / GENERATION_FILE)
-    bos_token_id = _optional(generation, "bos_token_id", int, gen_src)
+    bos_token_id = _optional_id(generation, "bos_token_id", gen_src)
     return {
         "tokenizer": tokenizer,
         "bos_token": token_content(config.get("bos_token"), "bos_token", src),
