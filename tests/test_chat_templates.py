@@ -236,3 +236,36 @@ def test_generation_tag_and_helpers_match_transformers(tmp_path):
     assert (
         HFTokenizer.from_folder(folder).render_chat(messages, add_generation_prompt=False) == want
     )
+
+
+@pytest.mark.parametrize(("family", "label", "template", "conversations"), CASES)
+def test_training_examples_split_into_prompt_and_response(
+    tmp_path, family, label, template, conversations
+):
+    folder = _oracle_folder(tmp_path, family, template)
+    oracle = transformers.AutoTokenizer.from_pretrained(folder)
+    chat = HFTokenizer.from_folder(folder).chat
+    extra = {"date_string": "26 Jul 2024"}
+    for name, messages in conversations.items():
+        if messages[-1]["role"] != "assistant":
+            continue
+        prompt, response = chat.render_example(messages, **extra)
+        assert prompt == oracle.apply_chat_template(
+            messages[:-1], tokenize=False, add_generation_prompt=True, **extra
+        ), (label, name)
+        full = oracle.apply_chat_template(messages, tokenize=False, **extra)
+        assert prompt + response == full, (label, name)
+        assert response.rstrip().endswith(("<|eot_id|>", "<|im_end|>")), (label, name)
+
+
+def test_training_example_errors():
+    chat = ChatTemplate(CHATML_TEMPLATE, origin="chatml")
+    with pytest.raises(TokenizerError, match="must end with an assistant message"):
+        chat.render_example([{"role": "user", "content": "x"}])
+    # A template that writes the turn count first renders the prompt differently.
+    counting = ChatTemplate(
+        "{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(TokenizerError, match="cannot be told apart"):
+        counting.render_example(messages)

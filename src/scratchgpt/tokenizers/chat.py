@@ -261,6 +261,31 @@ class ChatTemplate:
                 f"{type(e).__name__}: {_one_line(e)}"
             ) from None
 
+    def render_example(
+        self, messages: Sequence[Mapping[str, Any]], **extra: Any
+    ) -> tuple[str, str]:
+        """A training example: (prompt, response) for a conversation ending with the assistant.
+
+        The prompt is the conversation before the last message plus the generation prompt (what
+        the model sees at inference); the response is the rest of the full rendering: the last
+        answer and its end-of-turn tokens, which instruction fine-tuning trains on. A template
+        that renders earlier turns differently once an answer follows cannot be split this way:
+        that is an error.
+        """
+        if not messages or messages[-1].get("role") != "assistant":
+            raise TokenizerError(
+                f"{self.origin}: a training example must end with an assistant message"
+            )
+        prompt = self.render(messages[:-1], add_generation_prompt=True, **extra)
+        full = self.render(messages, add_generation_prompt=False, **extra)
+        if not full.startswith(prompt):
+            raise TokenizerError(
+                f"{self.origin}: the conversation rendered with its answer does not start with "
+                "the prompt rendered without it, so prompt and response cannot be told apart; "
+                "use a template that renders earlier turns the same way"
+            )
+        return prompt, full[len(prompt) :]
+
     def __repr__(self) -> str:
         return f"ChatTemplate(origin={self.origin!r}, {len(self.source)} characters)"
 

@@ -310,6 +310,12 @@ class HFTokenizer(Tokenizer):
         **extra: Any,
     ) -> str:
         """The prompt text for `messages` in this model's own format (its chat template)."""
+        return self.chat.render(messages, add_generation_prompt=add_generation_prompt, **extra)
+
+    @property
+    def chat(self) -> Any:
+        """The compiled :class:`~scratchgpt.tokenizers.chat.ChatTemplate` (with this tokenizer's
+        special-token strings), for ``render_example`` and friends; an error if there is none."""
         if self._chat_source is None:
             raise TokenizerError(
                 f"{self.source}: this tokenizer has no chat template (a base model?); set one, "
@@ -325,7 +331,7 @@ class HFTokenizer(Tokenizer):
                 pad_token=self.pad_token,
                 origin=f"{self.source}: chat template",
             )
-        return self._compiled.render(messages, add_generation_prompt=add_generation_prompt, **extra)
+        return self._compiled
 
     # --- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
