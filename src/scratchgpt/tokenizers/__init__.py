@@ -7,10 +7,13 @@
 - ``"char"``: one token per character of a corpus's alphabet.
 - ``"gpt2"``: GPT-2's byte-level BPE, identical to tiktoken's "gpt2" (backends "tiktoken", "scratch").
 - ``"bpe"``: a byte-level BPE trained here with :func:`train_bpe`.
+- ``"hf"``: a Hugging Face ``tokenizer.json`` with its model folder's settings (Llama 3.x, Qwen3),
+  run by the ``tokenizers`` library; chat templates are in :mod:`scratchgpt.tokenizers.chat`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import ScratchGPTError, TokenizerError
@@ -27,22 +30,43 @@ __all__ = [
     "UNK",
     "BPETokenizer",
     "CharTokenizer",
+    "ChatTemplate",
     "GPT2Tokenizer",
+    "HFTokenizer",
     "SimpleTokenizer",
     "Tokenizer",
+    "family_template",
     "get_tokenizer",
     "load_tokenizer",
     "tiktoken_gpt2_encoding",
     "train_bpe",
 ]
 
-NAMES = ("simple", "char", "gpt2", "bpe")
+NAMES = ("simple", "char", "gpt2", "bpe", "hf")
+
+# The Hugging Face tokenizer and chat templates load the `tokenizers` and `jinja2` libraries;
+# they are imported on first use, so commands that never touch them start as fast as before.
+_LAZY = {
+    "HFTokenizer": "scratchgpt.tokenizers.hf",
+    "ChatTemplate": "scratchgpt.tokenizers.chat",
+    "family_template": "scratchgpt.tokenizers.chat",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _OPTIONS = {
     "simple": {"corpus", "vocab"},
     "char": {"corpus", "chars", "special_tokens", "unk"},
     "gpt2": {"backend", "encoder_path", "vocab_path"},
     "bpe": {"path"},
+    "hf": {"path"},
 }
 
 
@@ -54,6 +78,7 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
       or ``(chars=[...])``
     - ``get_tokenizer("gpt2", backend="tiktoken" | "scratch", encoder_path=None, vocab_path=None)``
     - ``get_tokenizer("bpe", path=saved_file)``
+    - ``get_tokenizer("hf", path=model_folder)``: the folder's tokenizer.json and configs
     """
     if name not in _OPTIONS:
         raise TokenizerError(f"unknown tokenizer {name!r}; choose one of {', '.join(NAMES)}")
@@ -65,6 +90,14 @@ def get_tokenizer(name: str, **options: Any) -> Tokenizer:
         )
     if name == "gpt2":
         return GPT2Tokenizer(**options)
+    if name == "hf":
+        if "path" not in options:
+            raise TokenizerError(
+                "tokenizer 'hf' needs path=FOLDER, a Hugging Face model folder with tokenizer.json"
+            )
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
+        return HFTokenizer.from_folder(options["path"])
     if name == "bpe":
         if "path" not in options:
             raise TokenizerError(
@@ -123,6 +156,11 @@ def tokenizer_from_dict(data: Any) -> Tokenizer:
         return BPETokenizer.from_dict(data)
     if kind == "gpt2":
         return GPT2Tokenizer.from_dict(data)
+    if kind == "hf":
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
+        _field(data, "tokenizer", dict)
+        return HFTokenizer.from_dict(data)
     if kind == "simple":
         vocab = _field(data, "vocab", dict)
         specials = _field(data, "special_tokens", list)
@@ -134,8 +172,23 @@ def tokenizer_from_dict(data: Any) -> Tokenizer:
 
 
 def load_tokenizer(path: PathLike) -> Tokenizer:
-    """Load a tokenizer saved by :meth:`Tokenizer.save`; errors name the file and the field."""
+    """Load a tokenizer saved by :meth:`Tokenizer.save`; errors name the file and the field.
+
+    A Hugging Face model folder, or its tokenizer.json, loads as an :class:`HFTokenizer` (with
+    the folder's settings).
+    """
+    if Path(path).is_dir():
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
+        return HFTokenizer.from_folder(path)
     data = read_json(path)
+    if isinstance(data, dict) and "format" not in data and "model" in data:
+        from scratchgpt.tokenizers.hf import HFTokenizer
+
+        # A Hugging Face tokenizer.json: the configs next to it complete it.
+        if Path(path).name == "tokenizer.json":
+            return HFTokenizer.from_folder(Path(path).parent)
+        return HFTokenizer(data, source=str(path))
     try:
         return tokenizer_from_dict(data)
     except ScratchGPTError as e:

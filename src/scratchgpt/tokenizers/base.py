@@ -188,6 +188,18 @@ class Tokenizer(ABC):
         """Id of ``<|endoftext|>`` when this tokenizer has it, else None."""
         return self.special_tokens.get(EOT)
 
+    @property
+    def stop_ids(self) -> list[int]:
+        """Every id that ends a generation: here ``[eot_id]`` (or ``[]``); tokenizers of chat
+        models add their end-of-turn tokens."""
+        eot = self.eot_id
+        return [] if eot is None else [eot]
+
+    @property
+    def bos_ids(self) -> list[int]:
+        """The ids this tokenizer's model expects before a text (e.g. Llama 3's BOS); none here."""
+        return []
+
     @abstractmethod
     def token_to_id(self, token: str) -> int:
         """Id of one token (as :meth:`id_to_token` spells it); TokenizerError if unknown."""
