@@ -17,7 +17,7 @@ from torch import nn
 from scratchgpt.data.instructions import DEFAULT_STYLE, get_prompt_style
 from scratchgpt.data.prompts import TURN_SEPARATOR, render_turn, render_turns, turn_stops
 from scratchgpt.errors import ConfigError
-from scratchgpt.generation import SamplingConfig, stream_generate
+from scratchgpt.generation import SamplingConfig, encode_prompt, stream_generate
 from scratchgpt.generation.sampling import is_int
 
 __all__ = ["TURN_SEPARATOR", "ChatSession"]
@@ -44,7 +44,7 @@ class ChatSession:
                 f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"
             )
         self.sampling  # noqa: B018 (builds the SamplingConfig, which checks the sampling options)
-        self._style = get_prompt_style(self.style)
+        self._style = get_prompt_style(self.style, self.tokenizer)
         ctx = getattr(getattr(self.model, "cfg", None), "context_length", None)
         self.context_length = int(ctx) if ctx else 1024
         # Keep room for at least a few prompt tokens however long the replies may be.
@@ -60,7 +60,7 @@ class ChatSession:
             message,
             self._style,
             budget=self.context_length - self.max_new_tokens,
-            count_tokens=lambda text: len(self.tokenizer.encode(text)),
+            count_tokens=lambda text: len(encode_prompt(self.tokenizer, text)),
         )
 
     @property
@@ -70,7 +70,7 @@ class ChatSession:
 
     def prompt_tokens(self, message: str) -> int:
         """Tokens in the prompt ``build_prompt(message)`` gives."""
-        return len(self.tokenizer.encode(self.build_prompt(message)))
+        return len(encode_prompt(self.tokenizer, self.build_prompt(message)))
 
     def stream(self, message: str) -> Iterator[str]:
         """Yield the reply to ``message`` piece by piece; the turn joins the history at the end."""

@@ -15,18 +15,19 @@ from scratchgpt.cli.args import fraction, positive_int, probability
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --prompt-style, --device: how respond, chat and evaluate load a model."""
-    from scratchgpt.data.instructions import PROMPT_STYLES
+    from scratchgpt.data.instructions import STYLE_NAMES
 
     p.add_argument(
         "--checkpoint",
         metavar="DIR",
         required=True,
-        help="checkpoint folder or run folder (its newest checkpoint)",
+        help="checkpoint folder, run folder (its newest checkpoint) or Hugging Face folder",
     )
     p.add_argument(
         "--prompt-style",
-        choices=sorted(PROMPT_STYLES),
-        help="prompt template (default: the one stored in the checkpoint, else alpaca)",
+        choices=STYLE_NAMES,
+        help="prompt template (default: the one stored in the checkpoint, else the model's "
+        "chat template when it has one (chat), else alpaca)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
 
@@ -44,7 +45,11 @@ def load_for_inference(args: argparse.Namespace) -> tuple[Any, Any, str]:
     loaded = load_instruct_model(args.checkpoint)
     model = loaded.model.to(args.device).eval()
     optimize_for_decoding(model)
-    return model, loaded.tokenizer, checkpoint_style(loaded.metadata, args.prompt_style)
+    return (
+        model,
+        loaded.tokenizer,
+        checkpoint_style(loaded.metadata, args.prompt_style, loaded.tokenizer),
+    )
 
 
 def register(subparsers: Any) -> None:

@@ -11,7 +11,7 @@ from scratchgpt.cli.args import port, positive_float, positive_int
 
 
 def register(subparsers: Any) -> None:
-    from scratchgpt.data.instructions import PROMPT_STYLES
+    from scratchgpt.data.instructions import STYLE_NAMES
 
     p = subparsers.add_parser(
         "serve",
@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-name", help="the model id clients use (default: the folder's name)")
     p.add_argument(
         "--prompt-style",
-        choices=sorted(PROMPT_STYLES),
-        help="render chat messages in this style (default: the checkpoint's; none for a base model)",
+        choices=STYLE_NAMES,
+        help="render chat messages in this style (default: the checkpoint's, else the model's chat template (chat), else none: a base model)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")

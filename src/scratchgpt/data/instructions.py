@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scratchgpt.data.chat_style import CHAT_STYLE, ChatPromptStyle, encode_styled
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
 
@@ -47,6 +48,7 @@ class PromptStyle:
     response: str  # the response marker, before the output
     marker: str
     turn_start: str
+    special_tokens: bool = False  # plain text: control-token look-alikes stay ordinary text
 
     def format_input(self, entry: Mapping[str, str]) -> str:
         """The book's ``format_input``: preamble, instruction and (non-empty) input."""
@@ -91,15 +93,29 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
 DEFAULT_STYLE = "alpaca"
 
 
-def get_prompt_style(name: str) -> PromptStyle:
-    """The named prompt style; a ConfigError listing the known ones otherwise."""
-    if isinstance(name, PromptStyle):
+# Every style name: the text templates above, and "chat" (the model's own chat template).
+STYLE_NAMES = (*sorted(PROMPT_STYLES), CHAT_STYLE)
+
+
+def get_prompt_style(name: Any, tokenizer: Any = None) -> Any:
+    """The named prompt style (a PromptStyle, or for ``"chat"`` a ChatPromptStyle built from
+    ``tokenizer``'s chat template); a ConfigError listing the known ones otherwise."""
+    if isinstance(name, (PromptStyle, ChatPromptStyle)):
         return name
+    if name == CHAT_STYLE:
+        template = getattr(tokenizer, "chat_template", None)
+        if template is None:
+            raise ConfigError(
+                "prompt style 'chat' uses the model's chat template, and its tokenizer has none "
+                "(GPT-2 and models trained here with a GPT-2 or BPE tokenizer have none); use "
+                f"one of {sorted(PROMPT_STYLES)}, or a Llama 3 / Qwen3 model"
+            )
+        return ChatPromptStyle(tokenizer.chat)
     try:
         return PROMPT_STYLES[name]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"unknown prompt style {name!r}; choose one of {sorted(PROMPT_STYLES)}"
+            f"unknown prompt style {name!r}; choose one of {list(STYLE_NAMES)}"
         ) from None
 
 
@@ -117,8 +133,9 @@ def extract_response(
     """
     st = get_prompt_style(style)
     text = generated[len(prompt) :] if prompt and generated.startswith(prompt) else generated
-    text = text.replace(st.marker, "")
-    cut = text.find(st.turn_start)
+    if st.marker:
+        text = text.replace(st.marker, "")
+    cut = text.find(st.turn_start) if st.turn_start else -1
     if cut >= 0:
         text = text[:cut]
     return text.strip()
@@ -273,14 +290,14 @@ class InstructionDataset:
         tokenizer: Any,
         style: str | PromptStyle = DEFAULT_STYLE,
     ) -> None:
-        self.style = get_prompt_style(style)
+        self.style = get_prompt_style(style, tokenizer)
         self.items: list[tuple[list[int], int]] = []
         from scratchgpt.errors import TokenizerError
 
         for i, entry in enumerate(records):
             try:
-                ids = list(tokenizer.encode(self.style.full_text(entry)))
-                p_ids = list(tokenizer.encode(self.style.prompt(entry)))
+                ids = encode_styled(tokenizer, self.style.full_text(entry), self.style)
+                p_ids = encode_styled(tokenizer, self.style.prompt(entry), self.style)
             except TokenizerError as e:
                 raise DataError(f"record {i}: {e}") from None
             # The prompt's ids are a prefix of the full text's whenever the merge at the seam is

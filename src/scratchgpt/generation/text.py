@@ -44,7 +44,16 @@ class TokenizerLike(Protocol):
 
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
-    """Encode a prompt, letting it contain <|endoftext|> (documents are joined with it)."""
+    """Encode a prompt, letting it contain <|endoftext|> (documents are joined with it).
+
+    A Hugging Face tokenizer (Llama 3, Qwen3) reads every special token in a prompt as the token
+    it is, as ``transformers`` does (a chat template's text is full of them), and the prompt
+    starts with its BOS token when the tokenizer prepends one (Llama 3's <|begin_of_text|>)
+    and the text does not already begin with it."""
+    if getattr(tokenizer, "name", None) == "hf":
+        ids = list(tokenizer.encode(text, allowed_special="all"))
+        bos = list(tokenizer.bos_ids)
+        return ids if ids[: len(bos)] == bos else bos + ids
     specials = getattr(tokenizer, "special_tokens", None)
     if isinstance(specials, Mapping) and EOT not in specials:
         return list(tokenizer.encode(text))

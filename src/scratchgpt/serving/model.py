@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from scratchgpt.data.chat_style import CHAT_STYLE
+from scratchgpt.data.instructions import get_prompt_style
 from scratchgpt.data.prompts import render_chat, turn_stops
 from scratchgpt.generation import SamplingConfig, stop_ids, stream_generate
 from scratchgpt.tasks.classify import classify
@@ -58,7 +60,6 @@ def load_served_model(
     :func:`scratchgpt.tasks.classify.classify` takes as it is."""
     import torch
 
-    from scratchgpt.data.instructions import get_prompt_style
     from scratchgpt.errors import ConfigError
     from scratchgpt.generation import optimize_for_decoding
     from scratchgpt.weights import load_model, with_default_tokenizer
@@ -82,9 +83,11 @@ def load_served_model(
     with_default_tokenizer(loaded)
     model = loaded.model.eval()
     optimize_for_decoding(model)
-    style = None
-    if prompt_style or meta.get("prompt_style"):
-        style = get_prompt_style(prompt_style or meta["prompt_style"]).name
+    # A base model has no prompt style; a model with a chat template uses it.
+    name = prompt_style or meta.get("prompt_style")
+    if name is None and getattr(loaded.tokenizer, "chat_template", None):
+        name = CHAT_STYLE
+    style = get_prompt_style(name, loaded.tokenizer).name if name else None
     return ServedModel(
         model_name, model, loaded.tokenizer, "completion", style, None, created, meta
     )
@@ -111,8 +114,10 @@ def chat_prompt(served: ServedModel, messages: Sequence[tuple[str, str]]) -> tup
     """(prompt, stop strings) for chat ``messages``: rendered in the served model's prompt style
     (a base model: the texts joined by a newline); an instruction model's reply ends where it
     starts a new user turn."""
-    prompt = render_chat(messages, served.style)
-    return prompt, ([] if served.style is None else turn_stops(served.style))
+    if served.style is None:
+        return render_chat(messages, None), []
+    style = get_prompt_style(served.style, served.tokenizer)
+    return render_chat(messages, style), turn_stops(style)
 
 
 def classify_texts(served: ServedModel, texts: Sequence[str]) -> list[Any]:

@@ -11,10 +11,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from scratchgpt.data.instructions import DEFAULT_STYLE, PROMPT_STYLES
+from scratchgpt.data.instructions import STYLE_NAMES
 from scratchgpt.errors import ConfigError
 from scratchgpt.training.config import RecipeConfig, TrainConfig, preset_mapping
 from scratchgpt.training.fields import setting, validate_fields
+
+# The prompt style chosen by the model: its chat template when it has one, else alpaca.
+AUTO_STYLE = "auto"
 
 # What runs of older releases wrote into the run folder instead of config.yaml.
 INSTRUCT_CONFIG_FILE = "instruct_config.json"
@@ -87,9 +90,11 @@ class InstructOptions:
     """What makes the run instruction tuning: prompt style and masking, LoRA, test responses."""
 
     prompt_style: str = setting(
-        DEFAULT_STYLE,
-        "prompt template, stored in the checkpoint (alpaca: the book's)",
-        tuple(sorted(PROMPT_STYLES)),
+        AUTO_STYLE,
+        "prompt template, stored in the checkpoint (alpaca: the book's; chat: the model's own "
+        "chat template; auto: chat when the model's tokenizer has a chat template or belongs to "
+        "a Llama 3 / Qwen3 folder, else alpaca)",
+        (AUTO_STYLE, *STYLE_NAMES),
     )
     mask_prompt: bool = setting(
         False, "leave the prompt tokens out of the loss (exercise 7.2; the book's main text: off)"

@@ -7,10 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from scratchgpt.data.chat_style import CHAT_STYLE
 from scratchgpt.data.instructions import DEFAULT_STYLE, PAD_TOKEN_ID, get_prompt_style
+from scratchgpt.errors import ConfigError
 from scratchgpt.fileio import PathLike
 from scratchgpt.model.surgery import set_dropout, untie_head
-from scratchgpt.tasks.instruct.config import InstructConfig, InstructOptions
+from scratchgpt.tasks.instruct.config import AUTO_STYLE, InstructConfig, InstructOptions
+from scratchgpt.tokenizers.chat import family_template
 from scratchgpt.weights import (
     LoadedModel,
     load_model,
@@ -28,10 +31,53 @@ def load_base_model(checkpoint: str | None = None, gpt2: str | None = None) -> L
     return with_default_tokenizer(require_language_model(loaded))
 
 
-def checkpoint_style(metadata: Mapping[str, Any], override: str | None = None) -> str:
-    """The prompt style to use with a checkpoint: ``override``, else its metadata's, else alpaca."""
-    name = override or metadata.get("prompt_style") or DEFAULT_STYLE
-    return get_prompt_style(name).name
+def checkpoint_style(
+    metadata: Mapping[str, Any], override: str | None = None, tokenizer: Any = None
+) -> str:
+    """The prompt style to use with a checkpoint: ``override``, else its metadata's, else the
+    model's own chat template when its tokenizer has one (a Llama 3 / Qwen3 folder), else
+    alpaca."""
+    name = override or metadata.get("prompt_style") or default_style(tokenizer)
+    return get_prompt_style(name, tokenizer).name
+
+
+# The bundled chat template a model family falls back on when its folder has none (a base model,
+# or a model pretrained here with the family's tokenizer), and the control tokens it needs.
+FAMILY_CHAT_TEMPLATES = {
+    "llama3": ("llama3", ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    "qwen3": ("chatml", ("<|im_start|>", "<|im_end|>")),
+}
+
+
+def resolve_prompt_style(name: str, tokenizer: Any, family: str) -> str:
+    """The prompt style a fine-tuning run uses: ``auto`` is ``chat`` for a Llama 3 / Qwen3 model
+    with a tokenizer of its own (tokenizer.json), else ``alpaca``. For ``chat``, a tokenizer
+    without a chat template is given its family's (Llama 3's header format, Qwen's ChatML),
+    which the checkpoint then keeps."""
+    own = getattr(tokenizer, "name", None) == "hf"
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if name == AUTO_STYLE:
+        name = (
+            CHAT_STYLE
+            if has_template or (own and family in FAMILY_CHAT_TEMPLATES)
+            else DEFAULT_STYLE
+        )
+    if name == CHAT_STYLE and not has_template and own and family in FAMILY_CHAT_TEMPLATES:
+        template, tokens = FAMILY_CHAT_TEMPLATES[family]
+        missing = [t for t in tokens if t not in tokenizer.special_tokens]
+        if missing:
+            raise ConfigError(
+                f"prompt style 'chat': the tokenizer has no chat template, and {family}'s "
+                f"format needs the special tokens {missing}, which it lacks; choose "
+                f"prompt_style alpaca or give the tokenizer a chat template"
+            )
+        tokenizer.chat_template = family_template(template)
+    return get_prompt_style(name, tokenizer).name
+
+
+def default_style(tokenizer: Any) -> str:
+    """``chat`` for a tokenizer with a chat template, else the book's alpaca."""
+    return CHAT_STYLE if getattr(tokenizer, "chat_template", None) else DEFAULT_STYLE
 
 
 def pad_id_for(tokenizer: Any) -> int:

@@ -32,6 +32,7 @@ from scratchgpt.tasks.instruct.loading import (
     load_instruct_model,
     pad_id_for,
     prepare_for_training,
+    resolve_prompt_style,
 )
 from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
 from scratchgpt.tasks.instruct.task import InstructTask
@@ -141,6 +142,8 @@ def finetune_instruct(
     m = cfg.model
     loaded = load_instruct_model(m.checkpoint) if m.checkpoint else load_base_model(gpt2=m.gpt2)
     model, tokenizer = loaded.model, loaded.tokenizer
+    opts = cfg.instruct
+    opts.prompt_style = resolve_prompt_style(opts.prompt_style, tokenizer, model.cfg.family)
     train_ds, val_ds, test_recs, val_recs, collate = build_instruction_data(
         cfg, tokenizer, loaded.config.context_length
     )

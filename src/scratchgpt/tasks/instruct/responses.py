@@ -63,7 +63,7 @@ def generate_responses(
             f"response_prompt must be one of {list(RESPONSE_PROMPTS)}, got {response_prompt!r}"
         )
     book = response_prompt == "book"
-    st = get_prompt_style(style)
+    st = get_prompt_style(style, tokenizer)
     out: list[dict[str, Any]] = [dict(r) for r in done]
     bar = progress_bar(
         total=len(records), initial=len(out), desc="responses", unit="records", enabled=progress

@@ -35,7 +35,7 @@ class InstructTask(Task):
         sample_tokens: int = 50,
     ) -> None:
         self.tokenizer = tokenizer
-        self.style = get_prompt_style(style)
+        self.style = get_prompt_style(style, tokenizer)
         self.sample_entry = sample_entry
         self.sample_tokens = sample_tokens
 
