@@ -73,8 +73,12 @@ class Decoder:
         use_cache: bool,
         stops: Sequence[str] = (),
         tokenizer: Any = None,
+        vocab_limit: int | None = None,
     ) -> None:
         self.model = model
+        # Ids the tokenizer cannot decode are never sampled: an embedding table may have more
+        # rows than the tokenizer has tokens (Qwen3: 151,936 rows for 151,669 tokens).
+        self.vocab_limit = vocab_limit
         self.batch, self.prompt_len = ids.shape
         self.max_new_tokens = max_new_tokens
         self.context_size = context_size
@@ -159,6 +163,8 @@ class Decoder:
 
     def _step(self) -> torch.Tensor:
         logits = self._logits()
+        if self.vocab_limit is not None:
+            logits[..., self.vocab_limit :] = float("-inf")
         nxt = sample_next_token(
             logits, self.temperature, self.sampling.top_k, self.sampling.top_p, self.generator
         )
@@ -237,6 +243,7 @@ def make_decoder(
     attention_mask: torch.Tensor | None = None,
     stops: Sequence[str] = (),
     tokenizer: Any = None,
+    vocab_limit: int | None = None,
 ) -> Decoder:
     """Check the options against ``model`` and prepare a :class:`Decoder` for prompt ``idx``
     (``stops`` already checked by :func:`~scratchgpt.generation.stops.check_stop_strings`)."""
@@ -275,6 +282,9 @@ def make_decoder(
         use_cache=use_cache,
         stops=stops,
         tokenizer=tokenizer,
+        vocab_limit=vocab_limit
+        if is_int(vocab_limit) and is_int(vocab_size) and vocab_limit < vocab_size
+        else None,
     )
     prompt_len = ids.shape[1]
     # The last new token is sampled from a forward pass over prompt_len + max_new_tokens - 1

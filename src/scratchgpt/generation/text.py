@@ -128,6 +128,7 @@ def generate_text(
         use_cache=use_cache,
         stops=stops,
         tokenizer=tokenizer,
+        vocab_limit=getattr(tokenizer, "vocab_size", None),
     )
     dec.run()
     start = dec.prompt_len
@@ -209,6 +210,7 @@ def stream_generate(
         context_size=context_size,
         eos_id=_resolve_eos(tokenizer, eos_id),
         use_cache=use_cache,
+        vocab_limit=getattr(tokenizer, "vocab_size", None),
     )
     return TextStream(dec, tokenizer, stops)
 
