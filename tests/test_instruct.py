@@ -32,6 +32,7 @@ from scratchgpt.tasks.instruct import (
     generate_responses,
     load_instruct_model,
 )
+from scratchgpt.tokenizers import get_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -351,7 +352,9 @@ def test_cli_resume_keeps_the_saved_settings(tmp_path, tiny_ckpt, data_slice, ca
 
 def test_config_sections_legacy_form_and_book_defaults(tmp_path):
     cfg = InstructConfig(model={"gpt2": "gpt2-small"})
-    assert cfg.train == book_train_config() and cfg.instruct.prompt_style == "alpaca"
+    assert cfg.train == book_train_config() and cfg.instruct.prompt_style == "auto"
+    # auto is the book's alpaca for a tokenizer without a chat template (GPT-2's).
+    assert get_prompt_style("auto", get_tokenizer("gpt2")).name == "alpaca"
     assert (cfg.data.source, cfg.data.train_frac, cfg.data.test_frac) == (None, 0.85, 0.10)
     with pytest.raises(ConfigError, match="exactly one base model"):
         InstructConfig()

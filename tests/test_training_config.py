@@ -248,7 +248,7 @@ def test_book_presets_are_the_recipe_defaults():
     [
         ("pretrain", "char-small", [], "tokenizer: char"),
         ("finetune-classifier", "book-ch6", ["--random-init", "tiny"], "trainable: last-blocks"),
-        ("finetune-instruct", "book-ch7", ["--gpt2", "gpt2-small"], "prompt_style: alpaca"),
+        ("finetune-instruct", "book-ch7", ["--gpt2", "gpt2-small"], "prompt_style: auto"),
     ],
 )
 def test_every_recipe_takes_preset_config_file_and_flags(

@@ -19,7 +19,7 @@ from scratchgpt.training.fields import is_list_type
 # Flags whose plain field name would be unclear on the command line.
 _FLAG_NAMES = {("data", "source"): "data", ("model", "preset"): "model"}
 _TITLES = {"model": "model (GPT preset and overrides)", "data": "data", "train": "training"}
-_SCALARS = (bool, int, float, str)
+_SCALARS = (bool, int, float, str, dict)
 DEFAULT_PRESET = "book-ch5"
 
 
@@ -75,7 +75,7 @@ def add_config_flags(
 
 
 def _metavar(base: Any) -> str:
-    return {int: "N", float: "X"}.get(base, "VALUE")
+    return {int: "N", float: "X", dict: "JSON"}.get(base, "VALUE")
 
 
 def add_preset_flags(parser: argparse.ArgumentParser, recipe: str, default: str) -> None:

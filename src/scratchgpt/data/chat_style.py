@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CHAT_STYLE = "chat"
+# The style a model calls for: chat when its tokenizer has a chat template, else alpaca.
+AUTO_STYLE = "auto"
 
 
 def user_content(entry: Mapping[str, str]) -> str:

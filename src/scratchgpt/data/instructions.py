@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchgpt.data.chat_style import CHAT_STYLE, ChatPromptStyle, encode_styled
+from scratchgpt.data.chat_style import AUTO_STYLE, CHAT_STYLE, ChatPromptStyle, encode_styled
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
 
@@ -99,9 +99,12 @@ STYLE_NAMES = (*sorted(PROMPT_STYLES), CHAT_STYLE)
 
 def get_prompt_style(name: Any, tokenizer: Any = None) -> Any:
     """The named prompt style (a PromptStyle, or for ``"chat"`` a ChatPromptStyle built from
-    ``tokenizer``'s chat template); a ConfigError listing the known ones otherwise."""
+    ``tokenizer``'s chat template; ``"auto"``: chat when the tokenizer has a template, else
+    alpaca); a ConfigError listing the known ones otherwise."""
     if isinstance(name, (PromptStyle, ChatPromptStyle)):
         return name
+    if name == AUTO_STYLE:
+        name = CHAT_STYLE if getattr(tokenizer, "chat_template", None) else DEFAULT_STYLE
     if name == CHAT_STYLE:
         template = getattr(tokenizer, "chat_template", None)
         if template is None:

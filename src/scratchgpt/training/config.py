@@ -239,8 +239,8 @@ _MODEL_HELP = {
     "n_kv_groups": "key/value heads of grouped-query attention (default: n_heads)",
     "head_dim": "width of one attention head (default: emb_dim / n_heads)",
     "rope_base": "RoPE theta (llama3/qwen3)",
-    "rope_scaling": "Llama 3 RoPE scaling {factor, low_freq_factor, high_freq_factor, "
-    "original_context_length} (config file only)",
+    "rope_scaling": "Llama 3 RoPE scaling as JSON: {factor, low_freq_factor, high_freq_factor, "
+    "original_context_length}",
     "qk_norm": "RMSNorm on each head's queries and keys (qwen3)",
 }
 
@@ -274,6 +274,8 @@ def _override_field(name: str, hint: Any) -> tuple[str, Any, Any]:
     if typing.get_origin(hint) is Literal:
         choices = tuple(typing.get_args(hint))
         hint = type(choices[0])
+    if dataclasses.is_dataclass(hint):
+        hint = dict  # a nested setting (rope_scaling): an object in files, JSON on the command line
     help_text = _MODEL_HELP.get(name, f"GPTConfig.{name} (default: the preset's)")
     return name, hint | None, setting(None, help_text, choices)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,21 @@ def coerce_value(value: Any, base: Any, optional: bool, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where} must be a string, got {value!r}")
+    if base is dict:
+        return _coerce_object(value, where)
     return value
+
+
+def _coerce_object(value: Any, where: str) -> dict[str, Any]:
+    """An object setting: a mapping (from a file) or its JSON text (from the command line)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ConfigError(f"{where} must be an object, e.g. '{{\"factor\": 8.0}}', got {value!r}")
 
 
 def _coerce_int(value: Any, where: str) -> int:

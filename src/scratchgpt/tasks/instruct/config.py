@@ -11,13 +11,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from scratchgpt.data.chat_style import AUTO_STYLE
 from scratchgpt.data.instructions import STYLE_NAMES
 from scratchgpt.errors import ConfigError
 from scratchgpt.training.config import RecipeConfig, TrainConfig, preset_mapping
 from scratchgpt.training.fields import setting, validate_fields
-
-# The prompt style chosen by the model: its chat template when it has one, else alpaca.
-AUTO_STYLE = "auto"
 
 # What runs of older releases wrote into the run folder instead of config.yaml.
 INSTRUCT_CONFIG_FILE = "instruct_config.json"
