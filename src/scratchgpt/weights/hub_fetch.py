@@ -45,7 +45,10 @@ class DownloadPlan:
     def describe(self) -> str:
         """One line: how many files, how large, which."""
         total = sum(self.sizes.get(f, 0) for f in self.files)
-        size = f", {total / 1e9:.2f} GB" if total else ""
+        if total >= 1e9:
+            size = f", {total / 1e9:.2f} GB"
+        else:
+            size = f", {total / 1e6:.1f} MB" if total else ""
         return f"{len(self.files)} files{size}: {', '.join(self.files)}"
 
 
