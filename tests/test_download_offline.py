@@ -27,7 +27,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _download(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+# Our name, the repository the message names, the cache folder, what a local copy holds.
+NAMES = [
+    ("gpt2", "openai-community/gpt2", "gpt2-small", "GPT-2 folder (config.json + model.safetensors)"),
+    ("llama3.2-1b", "meta-llama/Llama-3.2-1B", "llama3.2-1b", "Hugging Face folder of meta-llama/Llama-3.2-1B"),
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B", "qwen3-0.6b", "Hugging Face folder of Qwen/Qwen3-0.6B (config.json, tokenizer.json"),
+]  # fmt: skip
+
+
+def _download(tmp_path: Path, name: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     full.update(
         PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
@@ -39,7 +47,7 @@ def _download(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         **env,
     )
     return subprocess.run(
-        [sys.executable, "-m", "scratchgpt", "download", "gpt2"],
+        [sys.executable, "-m", "scratchgpt", "download", name],
         capture_output=True,
         text=True,
         env=full,
@@ -58,25 +66,30 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def test_download_with_the_hub_unreachable(tmp_path):
+@pytest.mark.parametrize("name, repo, folder, local", NAMES)
+def test_download_with_the_hub_unreachable(tmp_path, name, repo, folder, local):
     port = _closed_port()
-    proc = _download(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    proc = _download(tmp_path, name, HF_ENDPOINT=f"http://127.0.0.1:{port}")
     err = _assert_one_line_error(proc)
     # The host tried (here the HF_ENDPOINT stand-in for huggingface.co) and what was fetched.
-    assert f"cannot reach 127.0.0.1:{port} to download openai-community/gpt2" in err
+    assert f"cannot reach 127.0.0.1:{port} to download {repo}" in err
     # The cause in a few words, not the transport library's class path.
     assert "refused" in err.lower() or "connect" in err.lower()
     # Advice that exists on this command: a local folder instead of the name, or --dir.
     assert "check the network" in err
+    assert f"copy a downloaded {local}" in err
+    assert str(tmp_path / "cache" / "models" / folder) in err
     assert "--local-path" not in err and "local_path" not in err
-    assert not (tmp_path / "cache" / "models" / "gpt2-small" / "scratchgpt-download.json").exists()
+    assert not (tmp_path / "cache" / "models" / folder / "scratchgpt-download.json").exists()
 
 
-def test_download_with_hf_hub_offline(tmp_path):
-    proc = _download(tmp_path, HF_HUB_OFFLINE="1")
+@pytest.mark.parametrize("name, repo, folder, local", NAMES)
+def test_download_with_hf_hub_offline(tmp_path, name, repo, folder, local):
+    proc = _download(tmp_path, name, HF_HUB_OFFLINE="1")
     err = _assert_one_line_error(proc)
-    assert "cannot reach huggingface.co to download openai-community/gpt2" in err
+    assert f"cannot reach huggingface.co to download {repo}" in err
     assert "HF_HUB_OFFLINE" in err
+    assert f"downloading {folder} ({repo}) to " in proc.stderr
 
 
 def test_transport_errors_of_any_http_stack_are_recognised():

@@ -1,48 +1,71 @@
-"""`scratchgpt download NAME`: fetch pretrained GPT-2 weights from the Hugging Face hub."""
+"""`scratchgpt download NAME`: fetch a pretrained model (GPT-2, Llama 3.x, Qwen3) from the
+Hugging Face hub."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
-NAMES = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+def _names_help() -> str:
+    from scratchgpt.weights.hub_names import names_by_family
+
+    return "\n".join(
+        textwrap.fill(", ".join(names), 80, initial_indent=f"  {family + ':':11s}",
+                      subsequent_indent=" " * 13)
+        for family, names in names_by_family().items()
+    )  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "download",
-        help="download pretrained GPT-2 weights (needs a network)",
+        help="download a pretrained GPT-2, Llama 3.x or Qwen3 model (needs a network)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Download OpenAI's GPT-2 weights (config.json + model.safetensors, from the Hugging "
-            "Face hub) into the cache ($SCRATCHGPT_CACHE/models/NAME, default "
-            "~/.cache/scratchgpt/models/NAME), check their sha256, and print the folder. "
-            "Afterwards NAME works wherever a model path does. Interrupted downloads resume."
+            "Download a pretrained model from the Hugging Face hub into the cache\n"
+            "($SCRATCHGPT_CACHE/models/NAME, default ~/.cache/scratchgpt/models/NAME), check\n"
+            "the sha256 of its weights, and print the folder. Afterwards NAME works wherever a\n"
+            "model path does. Interrupted downloads resume.\n\n"
+            "Names (the hub's repository names work too, e.g. gpt2, Qwen/Qwen3-0.6B):\n"
+            f"{_names_help()}\n\n"
+            "Files: config.json and model.safetensors (or model.safetensors.index.json and\n"
+            "every shard it names); for Llama 3.x and Qwen3 also tokenizer.json,\n"
+            "tokenizer_config.json, and generation_config.json, special_tokens_map.json,\n"
+            "chat_template.jinja where the repository has them.\n\n"
+            "Llama models are gated: accept Meta's license on the model's page on\n"
+            "huggingface.co, then log in with `hf auth login` or set HF_TOKEN."
         ),
     )
     p.add_argument(
-        "name", metavar="NAME", help=f"one of: {', '.join(NAMES)} (hub names such as gpt2 work too)"
+        "name", metavar="NAME", help="a model name from the list above, or its hub repository"
     )
     p.add_argument("--dir", default=None, help="download into this folder instead of the cache")
     p.add_argument("--force", action="store_true", help="download again even if already complete")
     p.set_defaults(func=run)
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from scratchgpt.weights.hub import (
         check_download_dir,
-        download_gpt2,
-        hub_repo,
+        download_model,
+        hub_model,
         is_downloaded,
         model_cache_dir,
     )
 
-    repo = hub_repo(args.name)
-    target = args.dir if args.dir is not None else model_cache_dir(args.name)
+    model = hub_model(args.name)
+    target = args.dir if args.dir is not None else model_cache_dir(model.name)
     check_download_dir(target)
     if args.force or not is_downloaded(target):
-        print(f"downloading {repo} (config.json, model.safetensors) to {target}", file=sys.stderr)
+        _say(f"downloading {model.name} ({model.repo}) to {target}")
     else:
-        print(f"{args.name} is already downloaded (use --force to fetch it again)", file=sys.stderr)
-    path = download_gpt2(args.name, args.dir, force=args.force)
+        _say(f"{model.name} is already downloaded in {target} (use --force to fetch it again)")
+    path = download_model(model.name, args.dir, force=args.force, log=_say)
     print(path)
     return 0

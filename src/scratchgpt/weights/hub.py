@@ -1,62 +1,64 @@
-"""Pretrained GPT-2 by name: the download cache, and downloads from the Hugging Face hub.
+"""Pretrained models by name: the download cache, and downloads from the Hugging Face hub.
 
 A local folder or file works everywhere a model name does; names (``gpt2-small`` ...
-``gpt2-xl``, or the hub's ``gpt2``, ``gpt2-medium`` ...) map to
-``$SCRATCHGPT_CACHE/models/<name>`` (default ``~/.cache/scratchgpt/models/<name>``), which
-``scratchgpt download NAME`` fills. Only downloads need a network.
+``gpt2-xl``, ``llama3.2-1b``, ``qwen3-0.6b`` ..., or the hub's own repository names, see
+:mod:`~scratchgpt.weights.hub_names`) map to ``$SCRATCHGPT_CACHE/models/<name>`` (default
+``~/.cache/scratchgpt/models/<name>``), which ``scratchgpt download NAME`` fills. Only
+downloads need a network.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
+import json
 import os
-import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike, atomic_write_json
+from scratchgpt.weights.hub_errors import hub_host, hub_refusal, network_failure, short
+from scratchgpt.weights.hub_names import (
+    GPT2_REPOS,
+    HUB_MODELS,
+    HubModel,
+    canonical_model_name,
+    hub_model,
+    hub_repo,
+    known_names,
+    unknown_name_error,
+)
 
-# Our name -> the hub repository holding the same weights as OpenAI's release.
-GPT2_REPOS: dict[str, str] = {
-    "gpt2-small": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl",
-}
-# Other spellings users meet: the hub's names, and OpenAI's folder names (the book's "124M").
-_ALIASES: dict[str, str] = {
-    "gpt2": "gpt2-small",
-    "124m": "gpt2-small",
-    "355m": "gpt2-medium",
-    "774m": "gpt2-large",
-    "1558m": "gpt2-xl",
-    **{repo.lower(): name for name, repo in GPT2_REPOS.items()},
-}
+__all__ = [
+    "DOWNLOAD_FILES",
+    "GPT2_REPOS",
+    "HUB_MODELS",
+    "INDEX_FILE",
+    "MARKER_FILE",
+    "HubModel",
+    "cache_root",
+    "canonical_model_name",
+    "check_download_dir",
+    "download_gpt2",
+    "download_model",
+    "hub_model",
+    "hub_repo",
+    "is_downloaded",
+    "model_cache_dir",
+    "network_failure",
+    "resolve_model_path",
+    "sha256_file",
+]
+
+# GPT-2: the two files scratchgpt reads (its tokenizer is OpenAI's, built in).
 DOWNLOAD_FILES = ("config.json", "model.safetensors")
+INDEX_FILE = "model.safetensors.index.json"
+# Llama 3.x / Qwen3 also need their tokenizer files; the rest is fetched when the hub lists it.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+OPTIONAL_FILES = ("generation_config.json", "special_tokens_map.json", "chat_template.jinja")
 # Written last, after the sha256 check: its presence means the download is complete and verified.
 MARKER_FILE = "scratchgpt-download.json"
-
-
-def canonical_model_name(name: str) -> str | None:
-    """``gpt2-small`` for ``gpt2``, ``openai-community/gpt2``, ``124M``...; None if unknown."""
-    key = name.strip().lower()
-    if key in GPT2_REPOS:
-        return key
-    return _ALIASES.get(key)
-
-
-def _known_names() -> str:
-    return ", ".join(GPT2_REPOS)
-
-
-def hub_repo(name: str) -> str:
-    """The Hugging Face repository for a GPT-2 model name."""
-    canonical = canonical_model_name(name)
-    if canonical is None:
-        raise CheckpointError(f"unknown model name {name!r}; known names: {_known_names()}")
-    return GPT2_REPOS[canonical]
 
 
 def cache_root(cache_dir: PathLike | None = None) -> Path:
@@ -69,23 +71,69 @@ def cache_root(cache_dir: PathLike | None = None) -> Path:
 
 def model_cache_dir(name: str, cache_dir: PathLike | None = None) -> Path:
     """Where ``scratchgpt download NAME`` puts a model (whether or not it is there yet)."""
-    canonical = canonical_model_name(name)
-    if canonical is None:
-        raise CheckpointError(f"unknown model name {name!r}; known names: {_known_names()}")
-    return cache_root(cache_dir) / "models" / canonical
+    return cache_root(cache_dir) / "models" / hub_model(name).name
+
+
+def shard_names(index: Mapping[str, Any], source: str) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names, in order, each once; a
+    CheckpointError for an index without a weight_map or with a name that is not a plain
+    ``.safetensors`` file name (the files land beside the index, never elsewhere)."""
+    weight_map = index.get("weight_map") if isinstance(index, Mapping) else None
+    if not isinstance(weight_map, Mapping) or not weight_map:
+        raise CheckpointError(f"{source}: no weight_map naming the shard files")
+    names = list(dict.fromkeys(weight_map.values()))
+    for n in names:
+        if not isinstance(n, str) or not n.endswith(".safetensors") or Path(n).name != n:
+            raise CheckpointError(f"{source}: weight_map names {n!r}, not a .safetensors file")
+    return names
+
+
+def _weight_files(folder: Path) -> list[str] | None:
+    """The weight files a folder needs: model.safetensors, or the shards its index names; None
+    when neither is there (or the index cannot be read)."""
+    if (folder / "model.safetensors").is_file():
+        return ["model.safetensors"]
+    try:
+        index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        return [INDEX_FILE, *shard_names(index, INDEX_FILE)]
+    except (OSError, ValueError, CheckpointError):
+        return None
 
 
 def _has_weights(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in DOWNLOAD_FILES)
+    weights = _weight_files(folder)
+    return (
+        (folder / "config.json").is_file()
+        and weights is not None
+        and all((folder / f).is_file() for f in weights)
+    )
 
 
 def is_downloaded(folder: PathLike) -> bool:
-    """True when ``download_gpt2`` finished and verified a download into ``folder``."""
-    return _has_weights(Path(folder)) and (Path(folder) / MARKER_FILE).is_file()
+    """True when a download into ``folder`` finished and was verified: the completion marker is
+    there, and so is every file it lists (config.json, the weights or all their shards...)."""
+    folder = Path(folder)
+    if not (_has_weights(folder) and (folder / MARKER_FILE).is_file()):
+        return False
+    try:
+        files = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(files, list) and all((folder / str(f)).is_file() for f in files)
+
+
+def _folder_kind(model: HubModel) -> str:
+    """What a local copy of ``model`` is, for messages."""
+    if model.family == "gpt2":
+        return "a GPT-2 folder (config.json + model.safetensors)"
+    return (
+        f"a Hugging Face folder of {model.repo} (config.json, {', '.join(TOKENIZER_FILES)}, and "
+        "model.safetensors or its shards with model.safetensors.index.json)"
+    )
 
 
 def resolve_model_path(name_or_path: PathLike, cache_dir: PathLike | None = None) -> Path:
-    """A local file or folder as is; a GPT-2 name -> its folder in the download cache."""
+    """A local file or folder as is; a model name -> its folder in the download cache."""
     p = Path(name_or_path).expanduser()
     if p.exists():
         return p
@@ -93,15 +141,21 @@ def resolve_model_path(name_or_path: PathLike, cache_dir: PathLike | None = None
     if canonical is None:
         raise CheckpointError(
             f"{name_or_path}: no such file or folder, and not a known model name "
-            f"({_known_names()}); pass a checkpoint folder, a Hugging Face GPT-2 folder or a "
-            ".safetensors file with config.json beside it"
+            f"({known_names()}); pass a checkpoint folder, a Hugging Face folder (GPT-2, Llama "
+            "3.x, Qwen3) or a .safetensors file with config.json beside it"
         )
+    model = HUB_MODELS[canonical]
     folder = model_cache_dir(canonical, cache_dir)
     if not _has_weights(folder):
+        access = (
+            "a network, a Hugging Face token and Meta's license accepted on the model's page"
+            if model.gated
+            else "a network"
+        )
         raise CheckpointError(
             f"{canonical} is not downloaded (looked in {folder}). Run `scratchgpt download "
-            f"{canonical}` (pretrained weights need a network), or pass the path of a GPT-2 "
-            "folder (config.json + model.safetensors) instead of the name"
+            f"{canonical}` (pretrained weights need {access}), or pass the path of "
+            f"{_folder_kind(model)} instead of the name"
         )
     return folder
 
@@ -119,79 +173,13 @@ def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-# Errnos of a machine that cannot reach a host (ConnectionError covers refused/reset/aborted).
-_UNREACHABLE_ERRNOS = frozenset(
-    getattr(errno, n)
-    for n in ("ENETUNREACH", "EHOSTUNREACH", "ENETDOWN", "EHOSTDOWN", "ETIMEDOUT")
-    if hasattr(errno, n)
-)
-# HTTP client libraries the hub client has used; their transport errors (DNS, refused, timeout,
-# TLS, proxy) are recognised by class name so no particular one (httpx, httpx2, requests ...)
-# needs to be installed or imported here.
-_TRANSPORT_MODULES = ("httpx", "httpcore", "requests", "urllib3", "aiohttp")
-_TRANSPORT_CLASSES = frozenset(
-    {"TransportError", "NetworkError", "ConnectError", "TimeoutException", "ConnectionError",
-     "Timeout", "ProxyError", "SSLError", "NewConnectionError", "MaxRetryError",
-     "ClientConnectionError"}
-)  # fmt: skip
-
-
-def _is_network_error(error: BaseException) -> bool:
-    """Whether ``error`` itself says the hub could not be reached (not that it refused)."""
-    if isinstance(error, (ConnectionError, TimeoutError, socket.gaierror)):
-        return True  # includes the hub client's OfflineModeIsEnabled
-    if isinstance(error, OSError) and error.errno in _UNREACHABLE_ERRNOS:
-        return True
-    for klass in type(error).__mro__:
-        top = klass.__module__.split(".")[0]
-        if top.startswith(_TRANSPORT_MODULES) and klass.__name__ in _TRANSPORT_CLASSES:
-            return True
-    return False
-
-
-def network_failure(error: BaseException) -> BaseException | None:
-    """The connection failure behind ``error`` (itself, or down its chain of causes), or None.
-
-    The hub client raises transport errors as they are from metadata calls, and wraps them in a
-    ``LocalEntryNotFoundError`` ("not in the local cache") from file downloads."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _is_network_error(current):
-            return current
-        current = current.__cause__ or current.__context__
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:
-        return None
-    # Offline without a recorded cause: the client only says the file is not cached.
-    return error if isinstance(error, LocalEntryNotFoundError) else None
-
-
-def _short(error: BaseException, limit: int = 160) -> str:
-    """The error's message on one line, shortened."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _hub_host() -> str:
-    try:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    except ImportError:
-        endpoint = "https://huggingface.co"
-    return urlsplit(endpoint).netloc or endpoint
-
-
 def _offline_error(
-    repo: str, target: Path, why: str, fix: str = "check the network"
+    model: HubModel, target: Path, why: str, fix: str = "check the network"
 ) -> CheckpointError:
     return CheckpointError(
-        f"cannot reach {_hub_host()} to download {repo} ({why}); {fix}, or, on a machine "
-        "without one, copy a downloaded GPT-2 folder (config.json + model.safetensors) to "
-        f"{target} or pass its path wherever a model name goes"
+        f"cannot reach {hub_host()} to download {model.repo} ({why}); {fix}, or, on a machine "
+        f"without one, copy a downloaded {_folder_kind(model).removeprefix('a ')} to {target} "
+        "or pass its path wherever a model name goes"
     )
 
 
@@ -202,67 +190,74 @@ def check_download_dir(target: PathLike) -> None:
         raise CheckpointError(f"{p}: exists and is not a folder; choose a folder to download into")
 
 
-def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False) -> Path:
-    """Download GPT-2 ``config.json`` + ``model.safetensors`` from the hub into ``dir`` (default:
-    the cache folder of ``name``), verify the weights' sha256, and return the folder.
+def download_model(
+    name: str,
+    dir: PathLike | None = None,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Download a model by name (``gpt2-small``, ``llama3.2-1b``, ``qwen3-0.6b``, a hub
+    repository name ...) into ``dir`` (default: its cache folder) and return the folder.
 
+    The files are chosen from the hub's listing of the repository: config.json, the tokenizer
+    files (Llama 3.x / Qwen3), generation_config.json and friends when listed, and the weights,
+    ``model.safetensors`` or ``model.safetensors.index.json`` with every shard it names. Every
+    weight file's sha256 is checked against the hub's; the completion marker is written last.
     An interrupted download resumes where it stopped; a complete, verified one is not fetched
-    again unless ``force``.
+    again unless ``force``. ``log`` receives a line naming the files and their total size.
+    Gated repositories (Meta's), unknown names and a missing network are CheckpointErrors that
+    say what to do.
     """
     canonical = canonical_model_name(name)
     if canonical is None:
-        raise CheckpointError(f"unknown model name {name!r}; known names: {_known_names()}")
-    repo = GPT2_REPOS[canonical]
+        raise unknown_name_error(name)
+    model = HUB_MODELS[canonical]
     target = Path(dir).expanduser() if dir is not None else model_cache_dir(canonical)
     check_download_dir(target)
     if not force and is_downloaded(target):
         return target
     try:
-        import huggingface_hub
+        import huggingface_hub  # noqa: F401
         from huggingface_hub import constants as hub_constants
-        from huggingface_hub.errors import HfHubHTTPError
     except ImportError:
         raise CheckpointError(
             "downloading needs huggingface_hub: pip install 'scratchgpt[hf]'"
         ) from None
     if _offline_env() or hub_constants.HF_HUB_OFFLINE:
         raise _offline_error(
-            repo, target, "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to use the network"
+            model, target, "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to use the network"
         )
+    from scratchgpt.weights.hub_fetch import fetch_verified
 
     try:
-        info = huggingface_hub.HfApi().model_info(repo, files_metadata=True)
-        sibling = next((s for s in info.siblings or [] if s.rfilename == "model.safetensors"), None)
-        if sibling is None or not sibling.lfs:
-            raise CheckpointError(f"{repo}: the hub lists no model.safetensors with a checksum")
-        expected = sibling.lfs["sha256"]
-        target.mkdir(parents=True, exist_ok=True)
-        # The weights first: config.json + weights without the marker reads as "incomplete".
-        for filename in reversed(DOWNLOAD_FILES):
-            huggingface_hub.hf_hub_download(
-                repo, filename, revision=info.sha, local_dir=target, force_download=force
-            )
+        marker = fetch_verified(model, target, force=force, log=log)
     except CheckpointError:
         raise
-    except HfHubHTTPError as e:
-        # The hub answered, with an error status (unknown repository, rate limit, outage).
-        raise CheckpointError(
-            f"{_hub_host()} refused to serve {repo}: {_short(e)}; try again later"
-        ) from None
     except Exception as e:
+        refusal = hub_refusal(model.repo, e)
+        if refusal is not None:
+            raise refusal from None
         cause = network_failure(e)
         if cause is None:
             raise
-        raise _offline_error(repo, target, _short(cause)) from None
-
-    weights = target / "model.safetensors"
-    got = sha256_file(weights)
-    if got != expected:
-        weights.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"{weights}: sha256 {got} does not match the hub's {expected}; the file was deleted, "
-            f"run `scratchgpt download {canonical}` again"
-        )
-    marker = {"repo": repo, "revision": info.sha, "sha256": expected, "files": list(DOWNLOAD_FILES)}
+        raise _offline_error(model, target, short(cause)) from None
     atomic_write_json(target / MARKER_FILE, marker)
     return target
+
+
+def download_gpt2(name: str, dir: PathLike | None = None, *, force: bool = False) -> Path:
+    """Download GPT-2 ``config.json`` + ``model.safetensors`` from the hub into ``dir`` (default:
+    the cache folder of ``name``), verify the weights' sha256, and return the folder.
+
+    The same as :func:`download_model`, for GPT-2 names only.
+    """
+    canonical = canonical_model_name(name)
+    if canonical is None:
+        raise unknown_name_error(name)
+    if HUB_MODELS[canonical].family != "gpt2":
+        raise CheckpointError(
+            f"{name!r} is not a GPT-2 model name ({', '.join(GPT2_REPOS)}); "
+            "use download_model for other models"
+        )
+    return download_model(canonical, dir, force=force)
