@@ -147,3 +147,36 @@ def test_training_step_reduces_loss_for_llama_shape():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("targets", [["q", "v"], ["q_proj", "k_proj", "v_proj", "o_proj",
+                                      "gate_proj", "up_proj", "down_proj"]])  # fmt: skip
+def test_lora_on_projection_names_trains_only_adapters_and_merges_exactly(targets):
+    from scratchgpt.model.lora import LinearWithLoRA, apply_lora, merge_lora
+
+    torch.manual_seed(0)
+    model = build_model(GPTConfig.from_preset("qwen3-tiny", vocab_size=60)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n = apply_lora(model, rank=2, alpha=4.0, targets=targets)
+    adapted = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+               if isinstance(m, LinearWithLoRA)}  # fmt: skip
+    want = {"W_query", "W_value"} if targets == ["q", "v"] else {
+        "W_query", "W_key", "W_value", "out_proj", "fc1", "fc2", "fc3"}  # fmt: skip
+    assert adapted == want and n == len(want) * model.cfg.n_layers
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    idx = torch.randint(0, 60, (2, 12))
+    for _ in range(3):
+        loss = model(idx).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        adapted_logits = model(idx)
+    merge_lora(model)
+    assert model.cfg.lora is None
+    with torch.no_grad():
+        assert torch.allclose(model(idx), adapted_logits, atol=1e-5)
+    for k, v in model.state_dict().items():  # only the adapted projections changed
+        changed = not torch.equal(v, before[k])
+        assert changed == any(f".{m}." in f".{k}" for m in want), k

@@ -131,10 +131,12 @@ def _load_source_text(data: DataConfig) -> tuple[str, str]:
 
 
 def make_tokenizer(name: str, corpus: str | None = None) -> Any:
-    """The tokenizer of ``data.tokenizer``: gpt2, char/simple (built from ``corpus``), or a file."""
+    """The tokenizer of ``data.tokenizer``: gpt2, char/simple (built from ``corpus``), a saved
+    tokenizer file, or a Hugging Face tokenizer (a model folder or its tokenizer.json: Llama 3's
+    or Qwen3's vocabulary for a model of that family pretrained here)."""
     from scratchgpt.tokenizers import get_tokenizer, load_tokenizer
 
-    if Path(name).is_file():
+    if Path(name).is_file() or (Path(name) / "tokenizer.json").is_file():
         return load_tokenizer(name)
     if name in ("char", "simple"):
         if corpus is None:

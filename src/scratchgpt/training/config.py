@@ -198,7 +198,9 @@ class DataConfig:
         "`scratchgpt prepare`",
     )
     tokenizer: str = setting(
-        "gpt2", "gpt2, char (alphabet of the text), or a saved tokenizer file (JSON)"
+        "gpt2",
+        "gpt2, char (alphabet of the text), a saved tokenizer file (JSON), or a Hugging Face "
+        "tokenizer folder (tokenizer.json: a Llama 3 or Qwen3 vocabulary)",
     )
     max_length: int = setting(256, "tokens per training window")
     stride: int | None = setting(None, "distance between window starts (default: max_length)")
