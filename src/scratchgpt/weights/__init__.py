@@ -23,6 +23,7 @@ from scratchgpt.weights.hf import (
     hf_state_dict,
     load_hf_gpt2,
     save_hf_gpt2,
+    save_hf_model,
 )
 from scratchgpt.weights.hub import (
     GPT2_REPOS,
@@ -113,6 +114,7 @@ __all__ = [
     "resolve_path",
     "save_checkpoint",
     "save_hf_gpt2",
+    "save_hf_model",
     "unwrap_model",
     "verify_weights",
     "with_default_tokenizer",
