@@ -137,62 +137,78 @@ def prefill_flops(cfg: GPTConfig, n_params: int, t: int) -> float:
 
 
 # ----------------------------------------------------------------------------- speed
-def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
-    """Decode and prefill rows: (dtype, what, ours/s, transformers/s, limit/s)."""
+def hf_generate(hf: torch.nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """transformers' greedy generation of exactly ``n`` tokens, KV cache on."""
+    with torch.inference_mode():
+        return hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, use_cache=True, pad_token_id=0,
+        )  # fmt: skip
+
+
+def same_prefix(a: torch.Tensor, b: torch.Tensor, start: int) -> int:
+    """How many generated tokens (after ``start``) two outputs share before they first differ."""
+    diff = (a[0, start:] != b[0, start:]).nonzero()
+    return int(diff[0, 0]) if len(diff) else a.shape[1] - start
+
+
+def measure(
+    name: str, hf: torch.nn.Module, ours: torch.nn.Module, args: argparse.Namespace, bw: float
+) -> list[tuple]:
+    """Decode and prefill rows of one dtype: (dtype, what, ours/s, transformers/s, limit/s)."""
     from scratchgpt.generation import generate, optimize_for_decoding
 
-    hf, ours = make_models(folder)
-    cfg = ours.cfg
-    n_params = ours.num_parameters()
+    cfg, n_params = ours.cfg, ours.num_parameters()
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens), generator=g)
     long_prompt = torch.randint(0, cfg.vocab_size, (1, args.prefill_tokens), generator=g)
+    fast = optimize_for_decoding(ours)  # what `scratchgpt generate` runs
+    new = args.new_tokens
+    shared = same_prefix(generate(fast, prompt, new), hf_generate(hf, prompt, new), prompt.shape[1])
+    print(f"{name}: ours and transformers generate the same first {shared} of {new} greedy tokens")
+
+    t = alternate(
+        {"ours": lambda: generate(fast, prompt, new), "hf": lambda: hf_generate(hf, prompt, new)},
+        args.repeats,
+    )
+    elem = next(ours.parameters()).element_size()
+    limit = bw / decode_bytes(cfg, n_params, args.prompt_tokens, new, elem)
+    rows = [(name, "decode", new / t["ours"], new / t["hf"], limit)]
+
+    t = alternate(
+        {"ours": lambda: generate(fast, long_prompt, 1),
+         "hf": lambda: hf_generate(hf, long_prompt, 1)},
+        args.repeats,
+    )  # fmt: skip
+    peak = matmul_peak(next(ours.parameters()).dtype)
+    n = args.prefill_tokens
+    rows.append(
+        (name, "prefill", n / t["ours"], n / t["hf"], n * peak / prefill_flops(cfg, n_params, n))
+    )
+    print(f"{name}: matmul peak {peak / 1e9:.0f} GFLOP/s")
+    return rows
+
+
+def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
+    """Decode and prefill rows at fp32, then bf16 (ours loaded again from the folder at bf16, as
+    a user would; transformers cast in place)."""
+    from scratchgpt.weights import load_model
+
+    hf, ours = make_models(folder)
+    prompt = torch.randint(0, ours.cfg.vocab_size, (1, args.prompt_tokens))
     with torch.inference_mode():
         diff = (hf(prompt).logits - ours(prompt)).abs().max().item()
     print(f"parity fp32: max |logits(transformers) - logits(ours)| = {diff:.2e}")
     if diff > 1e-3:
         raise SystemExit("the two models disagree: not benchmarking")
-
-    def hf_generate(ids: torch.Tensor, n: int) -> torch.Tensor:
-        with torch.inference_mode():
-            return hf.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, use_cache=True, pad_token_id=0,
-            )  # fmt: skip
-
-    rows = []
     bw = copy_bandwidth()
-    for dtype in (torch.float32, torch.bfloat16):
-        name = (
-            str(dtype).removeprefix("torch.").replace("float32", "fp32").replace("bfloat16", "bf16")
-        )
-        if dtype != torch.float32:
-            hf.to(dtype)
-            ours.to(dtype)
-        fast = optimize_for_decoding(ours)
-        new = args.new_tokens
-        same = torch.equal(generate(fast, prompt, new), hf_generate(prompt, new))
-        print(f"{name}: greedy tokens identical, ours vs transformers: {same}")
-        t = alternate(
-            {"ours": lambda: generate(fast, prompt, new), "hf": lambda: hf_generate(prompt, new)},
-            args.repeats,
-        )
-        elem = torch.tensor([], dtype=dtype).element_size()
-        limit = bw / decode_bytes(cfg, n_params, args.prompt_tokens, new, elem)
-        rows.append((name, "decode", new / t["ours"], new / t["hf"], limit))
-
-        t = alternate(
-            {"ours": lambda: generate(fast, long_prompt, 1),
-             "hf": lambda: hf_generate(long_prompt, 1)},
-            args.repeats,
-        )  # fmt: skip
-        peak = matmul_peak(dtype)
-        limit = args.prefill_tokens * peak / prefill_flops(cfg, n_params, args.prefill_tokens)
-        rows.append(
-            (name, "prefill", args.prefill_tokens / t["ours"], args.prefill_tokens / t["hf"], limit)
-        )
-        bw = max(bw, copy_bandwidth())
-    print(f"copy bandwidth {bw / 1e9:.1f} GB/s (read + write)")
+    rows = measure("fp32", hf, ours, args, bw)
+    del ours
+    hf.to(torch.bfloat16)
+    ours = load_model(folder, dtype=torch.bfloat16).model
+    bw = max(bw, copy_bandwidth())
+    rows += measure("bf16", hf, ours, args, bw)
+    args.bandwidth = max(bw, copy_bandwidth())
     return rows
 
 
@@ -356,6 +372,7 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     if speed:
+        print(f"copy bandwidth {args.bandwidth / 1e9:.1f} GB/s (read + write, best of the runs)")
         print_speed(speed, args)
     if loading:
         print_loading(loading)
