@@ -227,11 +227,17 @@ class GroupedQueryAttention(nn.Module):
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             return self.dropout(attn_weights) @ values
         gqa = self.group_size > 1
+        if t == 1 and gqa:
+            # One new token (a decode step): the query heads of a group become the rows of one
+            # (B, G, group, hd) query, so every key/value head is read once, with no copies and
+            # no mask beyond padding (``allowed`` (B, 1, 1, S) broadcasts over the rows).
+            b, g = queries.shape[0], self.num_kv_groups
+            q = queries.view(b, g, self.group_size, self.head_dim)
+            context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
+            return context.reshape(b, self.num_heads, 1, self.head_dim)
         if allowed is None and t == 1:
             # One new token sees every cached key: no mask needed.
-            return F.scaled_dot_product_attention(
-                queries, keys, values, dropout_p=p, enable_gqa=gqa
-            )
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
         if allowed is None and t == s:
             return F.scaled_dot_product_attention(
                 queries, keys, values, dropout_p=p, is_causal=True, enable_gqa=gqa
