@@ -14,10 +14,11 @@ the same fp32 weights):
   token on both sides), in prompt tokens/s.
 
 Ours and transformers run alternately, ``--repeats`` times each after a warm-up, and each
-reports its median: other jobs on a shared machine then slow both alike. Roofline rows: decode
-must read every weight once per token (tokens/s <= copy bandwidth / bytes per token, bandwidth
-timed on a large tensor copy, read + write); prefill is matmul-bound (prompt tokens/s <= the
-measured peak of a 2048 x 2048 matmul / 2 FLOPs per weight per token, plus attention).
+reports its median: other jobs on a shared machine then slow both alike. Roofline columns:
+decode must read every weight once per token (tokens/s <= read bandwidth / bytes per token, the
+bandwidth timed as a sum over a 512 MiB tensor); prefill is matmul-bound (prompt tokens/s <= the
+measured peak of a 2048 x 2048 matmul of that dtype / FLOPs per token: 2 per weight, plus
+attention).
 
 Loading memory: a ``llama3.2-1b``-shaped bf16 Hugging Face folder (sharded safetensors, random
 weights written shard by shard) is loaded in a fresh subprocess by ``load_model(folder,
@@ -58,17 +59,12 @@ LOAD_PRESET = "llama3.2-1b"
 
 
 # ----------------------------------------------------------------------------- measurement
-def copy_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 7) -> float:
-    """Bytes/s of a large tensor copy, counting the bytes read and the bytes written."""
+def read_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 7) -> float:
+    """Bytes/s read by a sum over a large tensor (best of ``repeats``): decoding reads its
+    weights and writes almost nothing, so this is its limit."""
     src = torch.ones(nbytes // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
-    return 2 * nbytes / min(times)
+    src.sum()
+    return nbytes / min(_time(src.sum) for _ in range(repeats))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -153,9 +149,10 @@ def same_prefix(a: torch.Tensor, b: torch.Tensor, start: int) -> int:
 
 
 def measure(
-    name: str, hf: torch.nn.Module, ours: torch.nn.Module, args: argparse.Namespace, bw: float
+    name: str, hf: torch.nn.Module, ours: torch.nn.Module, args: argparse.Namespace
 ) -> list[tuple]:
-    """Decode and prefill rows of one dtype: (dtype, what, ours/s, transformers/s, limit/s)."""
+    """Decode and prefill rows of one dtype: (dtype, what, ours/s, transformers/s, limit/s, or
+    for decode the bytes read per token)."""
     from scratchgpt.generation import generate, optimize_for_decoding
 
     cfg, n_params = ours.cfg, ours.num_parameters()
@@ -172,8 +169,9 @@ def measure(
         args.repeats,
     )
     elem = next(ours.parameters()).element_size()
-    limit = bw / decode_bytes(cfg, n_params, args.prompt_tokens, new, elem)
-    rows = [(name, "decode", new / t["ours"], new / t["hf"], limit)]
+    # The decode limit is filled in with the best bandwidth measured in the run.
+    per_token = decode_bytes(cfg, n_params, args.prompt_tokens, new, elem)
+    rows = [(name, "decode", new / t["ours"], new / t["hf"], per_token)]
 
     t = alternate(
         {"ours": lambda: generate(fast, long_prompt, 1),
@@ -201,15 +199,17 @@ def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
     print(f"parity fp32: max |logits(transformers) - logits(ours)| = {diff:.2e}")
     if diff > 1e-3:
         raise SystemExit("the two models disagree: not benchmarking")
-    bw = copy_bandwidth()
-    rows = measure("fp32", hf, ours, args, bw)
+    # Measured before each dtype and at the end; the highest is the machine's (other jobs on a
+    # shared machine can take bandwidth for a while).
+    bw = read_bandwidth()
+    rows = measure("fp32", hf, ours, args)
     del ours
     hf.to(torch.bfloat16)
     ours = load_model(folder, dtype=torch.bfloat16).model
-    bw = max(bw, copy_bandwidth())
-    rows += measure("bf16", hf, ours, args, bw)
-    args.bandwidth = max(bw, copy_bandwidth())
-    return rows
+    bw = max(bw, read_bandwidth())
+    rows += measure("bf16", hf, ours, args)
+    args.bandwidth = bw = max(bw, read_bandwidth())
+    return [r[:4] + (bw / r[4],) if r[1] == "decode" else r for r in rows]
 
 
 # ----------------------------------------------------------------------------- loading memory
@@ -372,7 +372,9 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     if speed:
-        print(f"copy bandwidth {args.bandwidth / 1e9:.1f} GB/s (read + write, best of the runs)")
+        print(
+            f"read bandwidth {args.bandwidth / 1e9:.1f} GB/s (a sum over 512 MiB, best of the runs)"
+        )
         print_speed(speed, args)
     if loading:
         print_loading(loading)
