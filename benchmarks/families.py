@@ -209,7 +209,7 @@ def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
     bw = max(bw, read_bandwidth())
     rows += measure("bf16", hf, ours, args)
     args.bandwidth = bw = max(bw, read_bandwidth())
-    return [r[:4] + (bw / r[4],) if r[1] == "decode" else r for r in rows]
+    return [(*r[:4], bw / r[4]) if r[1] == "decode" else r for r in rows]
 
 
 # ----------------------------------------------------------------------------- loading memory
