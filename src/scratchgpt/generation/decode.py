@@ -359,7 +359,10 @@ def optimize_for_decoding(model: nn.Module, *, pack: bool | None = None) -> nn.M
     - ``pack``: bf16 CPU weights of those modules are also kept in oneDNN's blocked layout,
       whose one-row kernel is much faster than the plain layout's, at the cost of a second copy
       of those weights. None (default) packs when this PyTorch has the kernels and the copy
-      fits in half the memory the machine has available.
+      fits in half the machine's free memory.
+
+    A fast path is used only while its layers are unchanged; after moving or casting the model,
+    or loading other weights into it, call this again to prepare it anew.
     """
     params = list(model.parameters())
     if not params:
