@@ -195,7 +195,8 @@ def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
     hf, ours = make_models(folder)
     prompt = torch.randint(0, ours.cfg.vocab_size, (1, args.prompt_tokens))
     with torch.inference_mode():
-        diff = (hf(prompt).logits - ours(prompt)).abs().max().item()
+        ref = hf(prompt).logits
+        diff = (ref - ours(prompt)).abs().max().item()
     print(f"parity fp32: max |logits(transformers) - logits(ours)| = {diff:.2e}")
     if diff > 1e-3:
         raise SystemExit("the two models disagree: not benchmarking")
@@ -207,6 +208,13 @@ def speed_rows(args: argparse.Namespace, folder: Path) -> list[tuple]:
     hf.to(torch.bfloat16)
     ours = load_model(folder, dtype=torch.bfloat16).model
     bw = max(bw, read_bandwidth())
+    with torch.inference_mode():
+        ours16, hf16 = ours(prompt).float(), hf(prompt).logits.float()
+    print(
+        f"bf16: max |logits - fp32 logits|: ours {(ours16 - ref).abs().max().item():.3f}, "
+        f"transformers {(hf16 - ref).abs().max().item():.3f} (logits' std {ref.std().item():.3f}); "
+        f"ours vs transformers {(ours16 - hf16).abs().max().item():.3f}"
+    )
     rows += measure("bf16", hf, ours, args)
     args.bandwidth = bw = max(bw, read_bandwidth())
     return [(*r[:4], bw / r[4]) if r[1] == "decode" else r for r in rows]
