@@ -5,6 +5,8 @@ dtype change, training) still computes the right thing."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -113,3 +115,20 @@ def test_training_after_fusing_uses_the_parameters():
     att = model.trf_blocks[0].att
     for p in (att.W_query.weight, att.W_key.weight, model.trf_blocks[1].ff.fc2.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_copies_and_pickles_of_a_prepared_model_work_and_leave_the_fast_paths_out(tmp_path):
+    model = tiny("qwen3-tiny").to(torch.bfloat16)
+    optimize_for_decoding(model, pack=can_pack())
+    with torch.inference_mode():
+        expected = model(PROMPT)
+    twin = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    for other in (twin, loaded):
+        assert other.trf_blocks[0].att.fast_qkv is None and other.fast_head is None
+        with torch.inference_mode():
+            torch.testing.assert_close(other(PROMPT), expected, atol=0.1, rtol=0)
+        optimize_for_decoding(other)
+        with torch.inference_mode():
+            torch.testing.assert_close(other(PROMPT), expected, atol=0.1, rtol=0)

@@ -28,6 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _nothing() -> None:
+    return None
+
+
 def can_pack() -> bool:
     """Whether this PyTorch has oneDNN's packed linear kernels (used for bf16 on CPUs)."""
     mkldnn = torch.ops.mkldnn
@@ -108,6 +112,14 @@ class InferenceLinear:
             and all(type(m) is nn.Linear for m in linears)
             and self._fingerprint(linears) == self._state
         )
+
+    # A copy or a pickle of the model leaves its fast paths out (they would not match the
+    # copy's tensors, and a packed weight cannot be copied): prepare the copy again.
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return (_nothing, ())
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.packed is not None:
