@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizers.py
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/families.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/classification.py
 	$(BIN)/python benchmarks/serving.py

@@ -12,6 +12,7 @@ token that completes a stop string (kept).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from scratchgpt.generation.sampling import (
     sampling_from,
 )
 from scratchgpt.generation.stops import StopMatcher, check_stop_strings
+from scratchgpt.model.inference import can_pack
 from scratchgpt.model.kv_cache import KVCache
 
 __all__ = [
@@ -359,21 +361,54 @@ def generate(
 
 
 @torch.no_grad()
-def optimize_for_decoding(model: nn.Module) -> nn.Module:
-    """Store fp32 CPU weight matrices column-major, the layout CPU matrix-vector kernels read
-    fastest; returns ``model``. Values, shapes and parameter objects stay the same.
+def optimize_for_decoding(model: nn.Module, *, pack: bool | None = None) -> nn.Module:
+    """Prepare ``model`` for fast inference on the device it is on; returns ``model``. Values,
+    shapes, parameter objects and the state dict stay the same.
 
-    Batch-1 decoding reads every weight once per token, so its speed is the speed of
-    ``x @ W.T`` with one row in ``x``. MKL's kernel streams a weight stored (in, out) markedly
-    faster than nn.Linear's (out, in) (see docs/benchmarks.md); a weight whose storage is
-    (in, out) and is viewed transposed is exactly that, with nothing else changed. bf16 weights
-    are left alone: their kernel is faster in the default layout.
+    Batch-1 decoding reads every weight once per token, so its speed is the speed of ``x @ W.T``
+    with one row in ``x`` (see docs/benchmarks.md):
+
+    - fp32 CPU weight matrices are stored column-major, the layout MKL's matrix-vector kernel
+      reads fastest (a weight whose storage is (in, out), viewed transposed);
+    - modules with a ``fuse_projections`` method (Llama 3.x and Qwen3: query/key/value and
+      gate/up run as one matmul each; see :mod:`scratchgpt.model.inference`) prepare their
+      inference-only fast paths; training and LoRA keep using the plain layers;
+    - ``pack``: bf16 CPU weights of those modules are also kept in oneDNN's blocked layout,
+      whose one-row kernel is much faster than the plain layout's, at the cost of a second copy
+      of those weights. None (default) packs when this PyTorch has the kernels and the copy
+      fits in half the machine's free memory.
+
+    A fast path is used only while its layers are unchanged; after moving or casting the model,
+    or loading other weights into it, call this again to prepare it anew.
     """
+    params = list(model.parameters())
+    if not params:
+        return model
+    on_cpu = params[0].device.type == "cpu"
+    if pack is None:
+        pack = on_cpu and params[0].dtype == torch.bfloat16 and _copy_fits(params)
+    pack = pack and can_pack()
+    for module in model.modules():
+        fuse = getattr(module, "fuse_projections", None)
+        if callable(fuse):
+            w = next(module.parameters())
+            fuse(column_major=w.device.type == "cpu" and w.dtype == torch.float32, pack=pack)
     for module in model.modules():
         if isinstance(module, nn.Linear):
             w = module.weight
             if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
                 # A head tied to the embedding is the same Parameter: the tie is kept, and the
-                # embedding lookup (one row per token) does not mind the layout.
+                # embedding lookup (one row per token) does not mind the layout. bf16 weights
+                # are left alone: their kernel is faster in the default layout.
                 w.data = w.data.t().contiguous().t()
     return model
+
+
+def _copy_fits(params: list[torch.Tensor]) -> bool:
+    """Whether a second copy of these (unique) tensors fits in half the available memory."""
+    nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in params}.values())
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return 2 * nbytes <= available

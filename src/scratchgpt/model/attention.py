@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scratchgpt.model.inference import InferenceLinear
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import apply_rope
@@ -156,6 +157,25 @@ class GroupedQueryAttention(nn.Module):
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.dropout = nn.Dropout(dropout)
+        # Inference-only fast paths (see fuse_projections); None until prepared.
+        self.fast_qkv: InferenceLinear | None = None
+        self.fast_out: InferenceLinear | None = None
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare inference without gradients: W_query, W_key and W_value run as one matmul,
+        out_proj as its own (see :class:`~scratchgpt.model.inference.InferenceLinear`; a
+        projection wrapped by LoRA keeps its plain path)."""
+        self.fast_qkv = InferenceLinear.make(
+            (self.W_query, self.W_key, self.W_value), column_major=column_major, pack=pack
+        )
+        self.fast_out = InferenceLinear.make((self.out_proj,), column_major=column_major, pack=pack)
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        linears = (self.W_query, self.W_key, self.W_value)
+        fast = self.fast_qkv
+        if fast is not None and fast.usable(linears):
+            return fast(x)
+        return tuple(m(x) for m in linears)
 
     def forward(
         self,
@@ -169,9 +189,10 @@ class GroupedQueryAttention(nn.Module):
         """x: (B, T, d_in); cos/sin: RoPE tables for the T new positions (see model.rope);
         ``allowed``: optional bool (B, 1, T, S) for padded batches (see :func:`causal_allowed`)."""
         b, t, _ = x.shape
-        queries = self.W_query(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, H, hd)
-        keys = self.W_key(x).view(b, t, self.num_kv_groups, self.head_dim)  # (B, T, G, hd)
-        values = self.W_value(x).view(b, t, self.num_kv_groups, self.head_dim)
+        queries, keys, values = self._project(x)
+        queries = queries.view(b, t, self.num_heads, self.head_dim)  # (B, T, H, hd)
+        keys = keys.view(b, t, self.num_kv_groups, self.head_dim)  # (B, T, G, hd)
+        values = values.view(b, t, self.num_kv_groups, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             queries, keys = self.q_norm(queries), self.k_norm(keys)
         queries = apply_rope(queries.transpose(1, 2), cos, sin)  # (B, H, T, hd)
@@ -181,6 +202,9 @@ class GroupedQueryAttention(nn.Module):
             keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
         context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
         context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
+        fast = self.fast_out
+        if fast is not None and fast.usable((self.out_proj,)):
+            return fast(context)[0]
         return self.out_proj(context)
 
     def _attend(
@@ -203,11 +227,17 @@ class GroupedQueryAttention(nn.Module):
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             return self.dropout(attn_weights) @ values
         gqa = self.group_size > 1
+        if t == 1 and gqa:
+            # One new token (a decode step): the query heads of a group become the rows of one
+            # (B, G, group, hd) query, so every key/value head is read once, with no copies and
+            # no mask beyond padding (``allowed`` (B, 1, 1, S) broadcasts over the rows).
+            b, g = queries.shape[0], self.num_kv_groups
+            q = queries.view(b, g, self.group_size, self.head_dim)
+            context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
+            return context.reshape(b, self.num_heads, 1, self.head_dim)
         if allowed is None and t == 1:
             # One new token sees every cached key: no mask needed.
-            return F.scaled_dot_product_attention(
-                queries, keys, values, dropout_p=p, enable_gqa=gqa
-            )
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
         if allowed is None and t == s:
             return F.scaled_dot_product_attention(
                 queries, keys, values, dropout_p=p, is_causal=True, enable_gqa=gqa

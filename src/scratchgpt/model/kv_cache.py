@@ -24,8 +24,10 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layers, batch_size, n_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # Uninitialised: a position is always written before attention reads it, and zeroing a
+        # long cache costs as much as a layer's matmul at prefill.
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0  # number of positions already filled (same for every layer after a forward)
 

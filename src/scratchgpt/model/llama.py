@@ -23,6 +23,7 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import GroupedQueryAttention, causal_allowed
+from scratchgpt.model.inference import InferenceLinear
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.lora import apply_lora
 from scratchgpt.model.norms import RMSNorm
@@ -37,8 +38,26 @@ class SwiGLUFeedForward(nn.Module):
         self.fc1 = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=False)  # gate
         self.fc2 = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=False)  # up
         self.fc3 = nn.Linear(cfg.ff_dim, cfg.emb_dim, bias=False)  # down
+        # Inference-only fast paths (see fuse_projections); None until prepared.
+        self.fast_gate_up: InferenceLinear | None = None
+        self.fast_down: InferenceLinear | None = None
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare inference without gradients: fc1 and fc2 run as one matmul, fc3 as its own
+        (see :class:`~scratchgpt.model.inference.InferenceLinear`)."""
+        self.fast_gate_up = InferenceLinear.make(
+            (self.fc1, self.fc2), column_major=column_major, pack=pack
+        )
+        self.fast_down = InferenceLinear.make((self.fc3,), column_major=column_major, pack=pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up_fast, down_fast = self.fast_gate_up, self.fast_down
+        if up_fast is not None and up_fast.usable((self.fc1, self.fc2)):
+            gate, up = up_fast(x)
+            hidden = F.silu(gate) * up
+            if down_fast is not None and down_fast.usable((self.fc3,)):
+                return down_fast(hidden)[0]
+            return self.fc3(hidden)
         return self.fc3(F.silu(self.fc1(x)) * self.fc2(x))
 
 
@@ -102,6 +121,7 @@ class LlamaModel(nn.Module):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
         self.rope = RotaryEmbedding(cfg.head_size, cfg.rope_base, cfg.rope_scaling)
+        self.fast_head: InferenceLinear | None = None  # see fuse_projections
         if cfg.init == "gpt2":
             self.reset_parameters_gpt2()
         if cfg.lora is not None:
@@ -154,7 +174,17 @@ class LlamaModel(nn.Module):
         if last_token_only:
             x = x[:, -1:, :]
         x = self.final_norm(x)
+        fast = self.fast_head
+        if fast is not None and fast.usable((self.out_head,)):
+            return fast(x)[0]
         return self.out_head(x)  # (B, T, vocab)
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare the output head for inference without gradients (its blocks have their own
+        ``fuse_projections``; see :class:`~scratchgpt.model.inference.InferenceLinear`)."""
+        self.fast_head = InferenceLinear.make(
+            (self.out_head,), column_major=column_major, pack=pack
+        )
 
     @property
     def device(self) -> torch.device:

@@ -346,7 +346,29 @@ def load_with_plan(
         context_length=cfg.context_length,
         hint=hint,
     )
+    map_if_unchanged(source, plan, device=device, dtype=dtype)
     return materialize(meta_model(cfg), source, plan, device=device, dtype=dtype)
+
+
+def map_if_unchanged(
+    source: Any,
+    plan: list[TensorMap],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Switch a :class:`SafetensorsSource` to zero copy when every tensor is used as stored (no
+    transform, no cast, on the CPU): the parameters then are the files' memory maps (private:
+    writes never reach the file), read from disk as they are first used, instead of copies."""
+    import torch
+
+    if not isinstance(source, SafetensorsSource) or torch.device(device).type != "cpu":
+        return
+    if any(m.transform is not None for m in plan):
+        return
+    stored = {source.dtype(m.source) for m in plan}
+    if dtype is None or stored == {st_dtype(dtype)}:
+        source.zero_copy = source.keep_views = True
 
 
 def st_dtype(dtype: torch.dtype) -> str:

@@ -1,0 +1,131 @@
+"""Inference-only fast paths for ``nn.Linear`` layers, prepared by
+``scratchgpt.generation.optimize_for_decoding`` and used by the Llama 3.x / Qwen3 modules.
+
+Batch-1 decoding reads every weight once per token, so its speed is the speed of one-row matrix
+products. Three things make those faster on a CPU, none of them changing a value:
+
+- fusing: layers that read the same input (query/key/value, gate/up) become one matmul over a
+  weight that holds their rows; each layer's weight becomes a view of it, so nothing is stored
+  twice and the Parameter objects, shapes and the state dict stay the same;
+- layout: fp32 weights stored (in, out) and viewed transposed, which MKL's matrix-vector kernel
+  reads faster than nn.Linear's (out, in);
+- packing: bf16 weights also kept in oneDNN's blocked layout (``torch.ops.mkldnn``), whose
+  one-row kernel streams them much faster than the plain layout's. This is a second copy of the
+  weight, made only when asked (``pack=True``); it is as fast or faster for longer inputs too
+  (a prefill), so every input uses it.
+
+Training is untouched: a fast path is used only without gradients and only while every layer
+still holds the tensors it was prepared from (same storage, no in-place change since); otherwise
+the owner runs its layers one by one, as the readable code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _nothing() -> None:
+    return None
+
+
+def can_pack() -> bool:
+    """Whether this PyTorch has oneDNN's packed linear kernels (used for bf16 on CPUs)."""
+    mkldnn = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(mkldnn, "_reorder_linear_weight")
+        and hasattr(mkldnn, "_linear_pointwise")
+    )
+
+
+class InferenceLinear:
+    """One or more ``nn.Linear`` layers with the same input, run as one matmul (see the module
+    docstring). Calling it returns each layer's output, in order."""
+
+    def __init__(
+        self, linears: Sequence[nn.Linear], *, column_major: bool = False, pack: bool = False
+    ) -> None:
+        with torch.no_grad():
+            single = len(linears) == 1
+            if single:
+                weight, bias = linears[0].weight.detach(), linears[0].bias
+                bias = None if bias is None else bias.detach()
+            else:
+                weight = torch.cat([m.weight.detach() for m in linears])  # (sum of out, in)
+                bias = None
+                if linears[0].bias is not None:
+                    bias = torch.cat([m.bias.detach() for m in linears])  # type: ignore[union-attr]
+            relaid = column_major and weight.is_contiguous()
+            if relaid:
+                weight = weight.t().contiguous().t()
+            self.sizes = [m.out_features for m in linears]
+            if relaid or not single:  # each layer's weight (and bias) becomes a view
+                start = 0
+                for m, n in zip(linears, self.sizes):
+                    m.weight.data = weight[start : start + n]
+                    if bias is not None and not single:
+                        m.bias.data = bias[start : start + n]
+                    start += n
+            self.packed = None
+            if pack and weight.dtype == torch.bfloat16 and weight.device.type == "cpu":
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 1)
+        self.weight, self.bias = weight, bias
+        self._state = self._fingerprint(linears)
+
+    @classmethod
+    def make(
+        cls, linears: Sequence[nn.Module], *, column_major: bool = False, pack: bool = False
+    ) -> InferenceLinear | None:
+        """The fast path of ``linears``, or None when there is none: not plain nn.Linear layers
+        (LoRA wraps them), or mixed dtypes/devices, or weights not materialised."""
+        if not all(type(m) is nn.Linear for m in linears):
+            return None
+        ws = [m.weight for m in linears]
+        same = {(w.dtype, w.device) for w in ws}
+        has_bias = {m.bias is not None for m in linears}
+        if len(same) != 1 or len(has_bias) != 1 or ws[0].is_meta:
+            return None
+        return cls(linears, column_major=column_major, pack=pack)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _fingerprint(linears: Sequence[nn.Module]) -> list[tuple[int, int]]:
+        """(address, version counter) of every weight and bias: a replaced tensor has another
+        address (the fast path keeps the old memory alive, so it cannot be reused), an in-place
+        change a new version."""
+        out = []
+        for m in linears:
+            for t in (getattr(m, "weight", None), getattr(m, "bias", None)):
+                if isinstance(t, torch.Tensor):
+                    out.append((t.data_ptr(), t._version))
+                else:
+                    out.append((-1, -1))
+        return out
+
+    def usable(self, linears: Sequence[nn.Module]) -> bool:
+        """True when no gradient is needed and ``linears`` are still what was prepared."""
+        return (
+            not torch.is_grad_enabled()
+            and all(type(m) is nn.Linear for m in linears)
+            and self._fingerprint(linears) == self._state
+        )
+
+    # A copy or a pickle of the model leaves its fast paths out (they would not match the
+    # copy's tensors, and a packed weight cannot be copied): prepare the copy again.
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return (_nothing, ())
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.packed is not None:
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        if len(self.sizes) == 1:
+            return (y,)
+        return y.split(self.sizes, dim=-1)

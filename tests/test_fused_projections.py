@@ -1,0 +1,134 @@
+"""optimize_for_decoding on Llama 3.x / Qwen3: the query/key/value and gate/up projections run as
+one matmul each (bf16 weights optionally packed for oneDNN), with the same values, parameters and
+state dict, and every path that changes a layer afterwards (a state dict loaded in place, LoRA, a
+dtype change, training) still computes the right thing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from scratchgpt.config import GPTConfig
+from scratchgpt.generation import generate, optimize_for_decoding
+from scratchgpt.model import build_model
+from scratchgpt.model.inference import can_pack
+from scratchgpt.model.lora import apply_lora, merge_lora
+
+PROMPT = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+
+
+def tiny(preset: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(GPTConfig.from_preset(preset, vocab_size=60, drop_rate=0.0)).eval()
+    with torch.no_grad():  # norms away from 1 and weights of a useful size
+        for name, p in model.named_parameters():
+            p.uniform_(0.5, 1.5) if name.endswith("scale") else p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("preset", ["llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize(
+    ("dtype", "pack"), [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)]
+)
+def test_fused_projections_keep_values_parameters_and_outputs(preset, dtype, pack):
+    if pack and not can_pack():
+        pytest.skip("this PyTorch has no oneDNN packed linear kernels")
+    model = tiny(preset).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    with torch.inference_mode():
+        logits = model(PROMPT).float()
+    expected = generate(model, PROMPT, 12)
+
+    assert optimize_for_decoding(model, pack=pack) is model
+    block = model.trf_blocks[0]
+    fused_qkv, fused_ff = block.att.fast_qkv, block.ff.fast_gate_up
+    assert fused_qkv is not None and fused_ff is not None
+    assert (fused_qkv.packed is not None) == pack
+    assert model.fast_head is not None
+    # Each weight is a view of the fused tensor: nothing is stored twice.
+    storage = fused_qkv.weight.untyped_storage().data_ptr()
+    assert block.att.W_value.weight.untyped_storage().data_ptr() == storage
+    assert block.ff.fc2.weight.untyped_storage().data_ptr() == (
+        fused_ff.weight.untyped_storage().data_ptr()
+    )
+    assert [id(p) for p in model.parameters()] == params
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.inference_mode():
+        assert fused_qkv.usable((block.att.W_query, block.att.W_key, block.att.W_value))
+        tol = 1e-5 if dtype == torch.float32 else 0.1
+        torch.testing.assert_close(model(PROMPT).float(), logits, atol=tol, rtol=0)
+    assert torch.equal(generate(model, PROMPT, 12), expected)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_weights_changed_in_place_are_used(pack):
+    if pack and not can_pack():
+        pytest.skip("this PyTorch has no oneDNN packed linear kernels")
+    model = optimize_for_decoding(tiny("qwen3-tiny").to(torch.bfloat16), pack=pack)
+    fresh = tiny("qwen3-tiny", seed=1).to(torch.bfloat16)
+    model.load_state_dict(fresh.state_dict())  # copies into the existing (view) parameters
+    with torch.inference_mode():
+        torch.testing.assert_close(model(PROMPT), fresh(PROMPT), atol=0.1, rtol=0)
+    optimize_for_decoding(model, pack=pack)  # prepared again: the fast paths are used again
+    with torch.inference_mode():
+        assert model.trf_blocks[0].ff.fast_gate_up.usable(
+            (model.trf_blocks[0].ff.fc1, model.trf_blocks[0].ff.fc2)
+        )
+        torch.testing.assert_close(model(PROMPT), fresh(PROMPT), atol=0.1, rtol=0)
+
+
+def test_replaced_layers_fall_back_to_separate_matmuls():
+    model = optimize_for_decoding(tiny("llama3-tiny"))
+    reference = tiny("llama3-tiny")
+    # A dtype change replaces every parameter: the old fused tensors no longer match.
+    model.to(torch.float64)
+    reference.to(torch.float64)
+    att = model.trf_blocks[0].att
+    with torch.inference_mode():
+        assert not att.fast_qkv.usable((att.W_query, att.W_key, att.W_value))
+        torch.testing.assert_close(model(PROMPT), reference(PROMPT))
+    # LoRA wraps the layers; its update must count, before and after merging.
+    for m in (model, reference):
+        torch.manual_seed(5)
+        apply_lora(m, rank=2, alpha=4.0, freeze=False)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.endswith("lora.B"):
+                    p.normal_(0, 0.5)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(PROMPT), reference(PROMPT))
+    merge_lora(model)
+    merge_lora(reference)
+    optimize_for_decoding(model)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(PROMPT), reference(PROMPT))
+
+
+def test_training_after_fusing_uses_the_parameters():
+    model = optimize_for_decoding(tiny("qwen3-tiny")).train()
+    loss = model(PROMPT).logsumexp(-1).mean()
+    loss.backward()
+    att = model.trf_blocks[0].att
+    for p in (att.W_query.weight, att.W_key.weight, model.trf_blocks[1].ff.fc2.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_copies_and_pickles_of_a_prepared_model_work_and_leave_the_fast_paths_out(tmp_path):
+    model = tiny("qwen3-tiny").to(torch.bfloat16)
+    optimize_for_decoding(model, pack=can_pack())
+    with torch.inference_mode():
+        expected = model(PROMPT)
+    twin = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    for other in (twin, loaded):
+        assert other.trf_blocks[0].att.fast_qkv is None and other.fast_head is None
+        with torch.inference_mode():
+            torch.testing.assert_close(other(PROMPT), expected, atol=0.1, rtol=0)
+        optimize_for_decoding(other)
+        with torch.inference_mode():
+            torch.testing.assert_close(other(PROMPT), expected, atol=0.1, rtol=0)
