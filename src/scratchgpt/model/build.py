@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from scratchgpt.config import GPTConfig
+from scratchgpt.model.base import DecoderModel
 from scratchgpt.model.gpt import GPTModel
 from scratchgpt.model.llama import LlamaModel
 
@@ -15,8 +16,8 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "llama3": LlamaModel,
     "qwen3": LlamaModel,
 }
-# Every model class, for isinstance checks.
-MODEL_TYPES: tuple[type[nn.Module], ...] = (GPTModel, LlamaModel)
+# Every model class derives from DecoderModel: isinstance checks use it.
+MODEL_TYPES: tuple[type[nn.Module], ...] = (DecoderModel,)
 
 
 def build_model(cfg: GPTConfig) -> nn.Module:

@@ -7,7 +7,7 @@ key for key.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import MultiHeadAttention
+from scratchgpt.model.base import DecoderModel
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.lora import apply_lora
 
@@ -91,7 +92,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-class GPTModel(nn.Module):
+class GPTModel(DecoderModel):
     """GPT: token + position embeddings, ``n_layers`` transformer blocks, final norm, head.
 
     The config is the whole architecture: with ``num_classes`` the head is the classifier's
@@ -123,19 +124,9 @@ class GPTModel(nn.Module):
         if cfg.lora is not None:
             apply_lora(self, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, freeze=False)
 
-    @torch.no_grad()
-    def reset_parameters_gpt2(self) -> None:
-        """GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the projections that add
-        into the residual stream scaled by 1/sqrt(2 * n_layers) so its variance stays bounded."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+    def residual_projections(self) -> Iterator[nn.Linear]:
         for block in self.trf_blocks:
-            nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
-            nn.init.normal_(block.ff.layers[2].weight, mean=0.0, std=residual_std)
+            yield from (block.att.out_proj, block.ff.layers[2])
 
     def forward(
         self,
@@ -153,15 +144,7 @@ class GPTModel(nn.Module):
         after the cached ones. kv_cache: reads past keys/values and appends the new ones.
         last_token_only: compute logits for the last position only (generation).
         """
-        t = in_idx.shape[1]
-        past = kv_cache.pos if kv_cache is not None else 0
-        if past + t > self.cfg.context_length:
-            raise ConfigError(
-                f"sequence of {past + t} tokens exceeds the model's context_length "
-                f"({self.cfg.context_length}); keep only the last {self.cfg.context_length} tokens"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(past, past + t, device=in_idx.device)
+        t, past, position_ids = self.positions(in_idx, kv_cache, position_ids)
         x = self.tok_emb(in_idx) + self.pos_emb(position_ids)  # (B, T, E)
         x = self.drop_emb(x)
 
@@ -192,14 +175,3 @@ class GPTModel(nn.Module):
         idx = torch.arange(t, device=allowed.device)
         allowed[:, :, idx, past + idx] = True
         return allowed
-
-    @property
-    def device(self) -> torch.device:
-        return self.tok_emb.weight.device
-
-    def num_parameters(self, exclude_head: bool = False) -> int:
-        """Unique parameters (a tied head counts once); ``exclude_head`` drops the head's."""
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_head and not self.cfg.tie_weights:
-            n -= sum(p.numel() for p in self.out_head.parameters())
-        return n

@@ -14,7 +14,7 @@ training, the KV cache and the weight loaders treat every family alike.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import GroupedQueryAttention, causal_allowed
+from scratchgpt.model.base import DecoderModel
 from scratchgpt.model.inference import InferenceLinear
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.lora import apply_lora
@@ -96,7 +97,7 @@ class LlamaBlock(nn.Module):
         return x
 
 
-class LlamaModel(nn.Module):
+class LlamaModel(DecoderModel):
     """Llama 3.x / Qwen3: token embeddings, ``n_layers`` blocks, final RMSNorm, output head.
 
     As GPTModel, the config is the whole architecture (a classifier head with ``num_classes``,
@@ -127,19 +128,10 @@ class LlamaModel(nn.Module):
         if cfg.lora is not None:
             apply_lora(self, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, freeze=False)
 
-    @torch.no_grad()
-    def reset_parameters_gpt2(self) -> None:
-        """N(0, 0.02) weights (Llama's and Qwen3's initializer_range), zero biases, and the
-        projections into the residual stream scaled by 1/sqrt(2 * n_layers), as GPT-2."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+    def residual_projections(self) -> Iterator[nn.Linear]:
+        # N(0, 0.02) is also Llama's and Qwen3's initializer_range.
         for block in self.trf_blocks:
-            nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
-            nn.init.normal_(block.ff.fc3.weight, mean=0.0, std=residual_std)
+            yield from (block.att.out_proj, block.ff.fc3)
 
     def forward(
         self,
@@ -151,15 +143,7 @@ class LlamaModel(nn.Module):
         last_token_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T); arguments as GPTModel's."""
-        t = in_idx.shape[1]
-        past = kv_cache.pos if kv_cache is not None else 0
-        if past + t > self.cfg.context_length:
-            raise ConfigError(
-                f"sequence of {past + t} tokens exceeds the model's context_length "
-                f"({self.cfg.context_length}); keep only the last {self.cfg.context_length} tokens"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(past, past + t, device=in_idx.device)
+        t, past, position_ids = self.positions(in_idx, kv_cache, position_ids)
         x = self.drop_emb(self.tok_emb(in_idx))  # (B, T, E)
         cos, sin = self.rope(position_ids, x.dtype)  # (1 or B, 1, T, hd)
 
@@ -185,14 +169,3 @@ class LlamaModel(nn.Module):
         self.fast_head = InferenceLinear.make(
             (self.out_head,), column_major=column_major, pack=pack
         )
-
-    @property
-    def device(self) -> torch.device:
-        return self.tok_emb.weight.device
-
-    def num_parameters(self, exclude_head: bool = False) -> int:
-        """Unique parameters (a tied head counts once); ``exclude_head`` drops the head's."""
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_head and not self.cfg.tie_weights:
-            n -= sum(p.numel() for p in self.out_head.parameters())
-        return n
