@@ -289,11 +289,14 @@ def test_killed_rank_fails_the_job_and_keeps_the_checkpoint(tmp_path, text_file)
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
-    # torchrun's summary names the dead rank as the root cause. Rank 0 either notices the lost
-    # peer first (and says so, naming the last checkpoint) or is stopped by torchrun's SIGTERM.
-    root_cause = out.split("Root Cause")[-1]
-    assert "rank      : 1 (local_rank: 1)" in root_cause, out[-3000:]
-    assert "exitcode  : -9" in root_cause, out[-3000:]
+    # torchrun's failure summary names the dead rank. It is the root cause unless rank 0's own
+    # error (it noticed the lost peer) is stamped before torchrun's next look at its workers, a
+    # race a busy machine can lose; so the whole summary is searched. Rank 0 either notices the
+    # lost peer first (and says so, naming the last checkpoint) or is stopped by torchrun's
+    # SIGTERM.
+    summary = out[out.find("Failures:") :] if "Failures:" in out else out
+    killed = [part for part in summary.split("[") if "rank      : 1 (local_rank: 1)" in part]
+    assert killed and "exitcode  : -9" in killed[0], out[-3000:]
     assert "lost contact with the other ranks" in out or "(SIGTERM)" in out, out[-3000:]
     loaded = load_checkpoint(resolve_checkpoint(run))
     assert loaded.model.cfg.n_layers == 2
