@@ -180,6 +180,9 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's theta
     rope_scaling: RopeScaling | None = None  # Llama 3's frequency scaling
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (Qwen3)
+    # Weight-only quantization of the blocks' linear layers and the head ("int8"): the stored
+    # weights are int8 with per-channel scales (scratchgpt.model.quantize). None: float weights.
+    quantization: Literal["int8"] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -203,6 +206,10 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
         self._check_family()
         self._check_heads()
+        if self.quantization not in (None, "int8"):
+            raise ConfigError(
+                f"GPTConfig.quantization must be 'int8' or null, got {self.quantization!r}"
+            )
 
     def _check_family(self) -> None:
         if self.family not in FAMILIES:
@@ -295,7 +302,7 @@ class GPTConfig:
         """A JSON-ready dict. Optional fields appear only when set, and a GPT-2 config leaves out
         the other families' fields, so a GPT-2 model's config.json is what it always was."""
         d = dataclasses.asdict(self)
-        for key in ("num_classes", "lora", *_FAMILY_OPTIONAL):
+        for key in ("num_classes", "lora", "quantization", *_FAMILY_OPTIONAL):
             if d[key] is None:
                 del d[key]
         if self.family == "gpt2":

@@ -148,3 +148,14 @@ def one_line_warnings() -> None:
     """Show warnings as one ``note: ...`` line on stderr: a command's user needs the message,
     not the library's file name, line number and source line."""
     warnings.showwarning = _show_warning
+
+
+def add_quantize_flag(p: argparse.ArgumentParser) -> None:
+    """--quantize int8: weight-only int8 linear layers for inference (scratchgpt.model.quantize)."""
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="store the linear layers as int8 weights with per-channel scales (weight-only; "
+        "embeddings and norms keep their precision; a checkpoint saved quantized needs no flag)",
+    )

@@ -6,7 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from scratchgpt.cli.args import add_sampling_flags, nonnegative_int, positive_int
+from scratchgpt.cli.args import (
+    add_quantize_flag,
+    add_sampling_flags,
+    nonnegative_int,
+    positive_int,
+)
 from scratchgpt.config import PRESETS
 
 # The book seeds its random models with 123; a preset model without --seed uses it too, so the
@@ -66,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="default: fp32")
+    add_quantize_flag(p)
     p.set_defaults(func=run)
 
 
@@ -81,7 +87,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.checkpoint is not None:
         from scratchgpt.weights import load_checkpoint
 
-        loaded = load_checkpoint(args.checkpoint, device=args.device, dtype=dtype)
+        loaded = load_checkpoint(
+            args.checkpoint, device=args.device, dtype=dtype, quantize=args.quantize
+        )
         tokenizer = loaded.tokenizer
         if tokenizer is None:
             if loaded.config.vocab_size != GPT2_VOCAB_SIZE:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from scratchgpt.cli.args import port, positive_float, positive_int
+from scratchgpt.cli.args import add_quantize_flag, port, positive_float, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
         help="render chat messages in this style (default: the checkpoint's, else the model's chat template (chat), else none: a base model)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    add_quantize_flag(p)
     p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")
     p.add_argument(
         "--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)"
@@ -84,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
                 "empty; export it with the key clients must send"
             )
     served = load_served_model(
-        args.checkpoint, device=args.device, prompt_style=args.prompt_style, name=args.model_name
+        args.checkpoint,
+        device=args.device,
+        prompt_style=args.prompt_style,
+        name=args.model_name,
+        quantize=args.quantize,
     )
     app = create_app(
         served,

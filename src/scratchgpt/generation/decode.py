@@ -390,8 +390,9 @@ def optimize_for_decoding(model: nn.Module, *, pack: bool | None = None) -> nn.M
     pack = pack and can_pack()
     for module in model.modules():
         fuse = getattr(module, "fuse_projections", None)
-        if callable(fuse):
-            w = next(module.parameters())
+        # An int8-quantized module holds buffers only; its layers have no fast path to prepare.
+        w = next(module.parameters(), None)
+        if callable(fuse) and w is not None:
             fuse(column_major=w.device.type == "cpu" and w.dtype == torch.float32, pack=pack)
     for module in model.modules():
         if isinstance(module, nn.Linear):

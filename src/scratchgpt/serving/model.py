@@ -53,6 +53,7 @@ def load_served_model(
     device: str = "cpu",
     prompt_style: str | None = None,
     name: str | None = None,
+    quantize: str | None = None,
 ) -> ServedModel:
     """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
     classifier checkpoint (its config has ``num_classes``) becomes a classifier, anything else a
@@ -67,7 +68,7 @@ def load_served_model(
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
     p = Path(path)
-    loaded = load_model(p, device=device)
+    loaded = load_model(p, device=device, quantize=quantize)
     meta = dict(loaded.metadata)
     model_name = name or (p.resolve().name if p.exists() else str(path))
     created = int(loaded.path.stat().st_mtime) if loaded.path.exists() else 0

@@ -249,7 +249,7 @@ _MODEL_HELP = {
 
 # What fine-tuning adds to a model (a classifier head, LoRA adapters) is set by the classify and
 # instruct recipes' own sections, which build it in the book's order; pretraining has no such flag.
-_ADDED_BY_FINETUNING = ("num_classes", "lora")
+_ADDED_BY_FINETUNING = ("num_classes", "lora", "quantization")
 
 
 class _ModelSpecBase:

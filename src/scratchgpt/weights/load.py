@@ -141,6 +141,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     merge_lora: bool = True,
     verify: bool | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load any model a user may name (see the module docstring) in eval mode, with its
     tokenizer (a Hugging Face folder gets its family's bundled tokenizer), config and metadata.
@@ -148,13 +149,16 @@ def load_model(
     LoRA adapters are merged into the weights (``merge_lora=False`` keeps them as layers).
     A scratchgpt checkpoint's weights are checked against the checksum its manifest recorded
     (``verify=False`` skips that; None follows SCRATCHGPT_VERIFY_WEIGHTS, default on).
+    ``quantize="int8"`` stores the blocks' linear layers and the head as int8 weights with
+    per-channel scales for fast CPU inference (:mod:`scratchgpt.model.quantize`); a checkpoint
+    saved quantized loads as it was, without it.
     """
     files = inspect_model(name_or_path)
     if files.family is not None:
         tokenizer = hf_folder_tokenizer(files)
         if tokenizer is not None:
             check_vocab(files.config.vocab_size, tokenizer, str(files.folder / CONFIG_FILE))
-        model = load_hf(files.family, files.path, device=device, dtype=dtype)
+        model = _quantized(load_hf(files.family, files.path, device=device, dtype=dtype), quantize)
         return LoadedModel(model, tokenizer, model.cfg, files.path, {}, files.format)
 
     tokenizer = None
@@ -169,7 +173,22 @@ def load_model(
         from scratchgpt.model.lora import merge_lora as merge
 
         merge(model)  # the model's config drops its adapters with them
+    model = _quantized(model, quantize)
     return LoadedModel(model.eval(), tokenizer, model.cfg, files.path, files.metadata, files.format)
+
+
+def _quantized(model: Any, scheme: str | None) -> Any:
+    """``model`` with its linear layers quantized as ``scheme`` says (None: as it is)."""
+    if scheme is None or model.cfg.quantization == scheme:
+        return model
+    from scratchgpt.model.quantize import quantize_model
+
+    if model.cfg.quantization is not None:
+        raise CheckpointError(
+            f"the checkpoint is already quantized ({model.cfg.quantization}); load it without "
+            f"quantize={scheme!r}"
+        )
+    return quantize_model(model, scheme)
 
 
 def require_language_model(loaded: LoadedModel) -> LoadedModel:
@@ -207,7 +226,8 @@ def load_checkpoint(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """:func:`load_model` for a language model: a classifier checkpoint is refused with a
     message naming the way to load it. The model is returned in eval mode."""
-    return require_language_model(load_model(path, device=device, dtype=dtype))
+    return require_language_model(load_model(path, device=device, dtype=dtype, quantize=quantize))

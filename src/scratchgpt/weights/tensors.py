@@ -178,6 +178,7 @@ class TensorMap:
     source: str  # the tensor's name in the source
     source_shape: tuple[int, ...]  # the shape the config implies for the source tensor
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: used as is
+    integer: bool = False  # an int8 quantized weight, not a float one
 
 
 def _display(source: Any, name: str) -> str:
@@ -202,6 +203,7 @@ def check_source(
     present = source.names()
     where = source.where(present[0]) if present else getattr(source, "label", "weights")
     needed: dict[str, tuple[int, ...]] = {}
+    integer = {m.source for m in plan if m.integer}
     for m in plan:
         needed.setdefault(m.source, m.source_shape)
     missing = [n for n in needed if n not in set(present)]
@@ -223,7 +225,7 @@ def check_source(
         got = source.shape(name)
         if got == want:
             bad_dtype = source.check_dtype(name)
-            if bad_dtype is not None:
+            if bad_dtype is not None and name not in integer:
                 raise CheckpointError(
                     f"{source.where(name)}: tensor {_display(source, name)} has dtype {bad_dtype}; "
                     "model weights must be floating point"
@@ -322,7 +324,11 @@ def own_plan(model: GPTModel) -> list[TensorMap]:
     """Identity plan: every state-dict entry under its own name (the tied head left out)."""
     sd = model.state_dict()
     skip = {"out_head.weight"} if model.cfg.tie_weights else set()
-    return [TensorMap(k, k, tuple(v.shape)) for k, v in sd.items() if k not in skip]
+    return [
+        TensorMap(k, k, tuple(v.shape), integer=not v.is_floating_point())
+        for k, v in sd.items()
+        if k not in skip
+    ]
 
 
 def load_with_plan(

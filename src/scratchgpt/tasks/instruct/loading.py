@@ -24,10 +24,13 @@ from scratchgpt.weights import (
 GPT2_VOCAB_SIZE = 50257
 
 
-def load_base_model(checkpoint: str | None = None, gpt2: str | None = None) -> LoadedModel:
+def load_base_model(
+    checkpoint: str | None = None, gpt2: str | None = None, *, quantize: str | None = None
+) -> LoadedModel:
     """``LoadedModel`` of a language model (any checkpoint, run folder, Hugging Face folder or
-    cached GPT-2 name; LoRA adapters merged), with a tokenizer."""
-    loaded = load_model(checkpoint if checkpoint is not None else str(gpt2))
+    cached GPT-2 name; LoRA adapters merged), with a tokenizer; ``quantize="int8"`` for
+    inference with int8 linear layers."""
+    loaded = load_model(checkpoint if checkpoint is not None else str(gpt2), quantize=quantize)
     return with_default_tokenizer(require_language_model(loaded))
 
 
@@ -113,8 +116,8 @@ def prepare_for_training(model: nn.Module, cfg: InstructConfig) -> dict[str, Any
     return {"untied": untied, "lora": _apply_lora(model, cfg.instruct)}
 
 
-def load_instruct_model(path: PathLike) -> LoadedModel:
+def load_instruct_model(path: PathLike, *, quantize: str | None = None) -> LoadedModel:
     """``LoadedModel`` of any language model (checkpoint, run folder, Hugging Face folder or
     cached GPT-2 name), with a tokenizer; LoRA adapters are merged into its weights. The same
     as :func:`load_base_model` (kept for its name)."""
-    return load_base_model(str(path))
+    return load_base_model(str(path), quantize=quantize)
