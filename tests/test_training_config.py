@@ -215,8 +215,9 @@ def test_model_spec_is_derived_from_gpt_config():
     from scratchgpt.config import GPTConfig
 
     names = [f.name for f in dataclasses.fields(ModelSpec)]
-    # Every GPTConfig field but what fine-tuning adds (set by the classify/instruct sections).
-    added = {"num_classes", "lora"}
+    # Every GPTConfig field but what fine-tuning adds (set by the classify/instruct sections)
+    # and the inference-time quantization (load_model(quantize=...), --quantize).
+    added = {"num_classes", "lora", "quantization"}
     expected = [f.name for f in dataclasses.fields(GPTConfig) if f.name not in added]
     assert names == ["preset", *expected]
     spec = ModelSpec(n_layers="3", attention="explicit")  # coerced like every config field

@@ -248,7 +248,8 @@ _MODEL_HELP = {
 
 
 # What fine-tuning adds to a model (a classifier head, LoRA adapters) is set by the classify and
-# instruct recipes' own sections, which build it in the book's order; pretraining has no such flag.
+# instruct recipes' own sections, which build it in the book's order; int8 quantization is for
+# inference (load_model(quantize=...), --quantize); pretraining has no flag for either.
 _ADDED_BY_FINETUNING = ("num_classes", "lora", "quantization")
 
 
