@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "model.safetensors in the family's layout (GPT2LMHeadModel, LlamaForCausalLM, "
             "Qwen3ForCausalLM), plus the tokenizer's tokenizer.json, tokenizer_config.json "
             "(with its chat template) and generation_config.json when the model has a Hugging "
-            "Face tokenizer. With --format gguf: one .gguf file that llama.cpp loads (GPT-2 models; "
+            "Face tokenizer. With --format gguf: one .gguf file that llama.cpp loads (GPT-2, Llama 3.x, Qwen3; "
             "tokenizer inside), and an Ollama Modelfile beside it. LoRA adapters are merged "
             "first; a classifier cannot be exported."
         ),
@@ -103,7 +103,13 @@ def run_gguf(args: argparse.Namespace) -> int:
         )
     gguf_type = args.type or "f16"
     save_gguf(loaded.model, loaded.tokenizer, out, type=gguf_type, overwrite=args.overwrite)
-    write_modelfile(out, loaded.tokenizer, loaded.metadata, overwrite=args.overwrite)
+    write_modelfile(
+        out,
+        loaded.tokenizer,
+        loaded.metadata,
+        family=loaded.config.family,
+        overwrite=args.overwrite,
+    )
     print(
         f"wrote {out} ({loaded.config.family}, {gguf_type}, "
         f"{loaded.model.num_parameters():,} parameters) and {modelfile}",

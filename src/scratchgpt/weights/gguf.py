@@ -1,5 +1,7 @@
 """GGUF export: one file that llama.cpp (and Ollama, which runs on it) loads and runs.
 
+GPT-2 is written here; Llama 3.x and Qwen3 in :mod:`scratchgpt.weights.gguf_llama`.
+
 A GGUF file holds key/value metadata (the architecture's hyperparameters, the tokenizer) and the
 tensors under llama.cpp's names. We follow what llama.cpp's own ``convert_hf_to_gguf.py`` writes
 for GPT-2 ("gpt2" architecture): the query/key/value projections fused into one
@@ -20,6 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from scratchgpt.errors import CheckpointError, ConfigError
 from scratchgpt.fileio import PathLike, atomic_path
+from scratchgpt.weights.gguf_llama import (
+    GGUF_ARCH,
+    add_llama_keys,
+    add_vocab,
+    hf_vocab,
+    llama_tensors,
+)
 from scratchgpt.weights.native import unwrap_model
 
 if TYPE_CHECKING:
@@ -108,11 +117,15 @@ def gpt2_vocab(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
     types = [TOKEN_CONTROL if i in special else TOKEN_NORMAL for i in range(n)]
     tokens += [f"[PAD{i}]" for i in range(n, vocab_size)]
     types += [TOKEN_UNUSED] * (vocab_size - n)
+    eot = tokenizer.eot_id
     return {
         "tokens": tokens,
         "types": types,
         "merges": [f"{a} {b}" for a, b in files.merges],
-        "eot": tokenizer.eot_id,
+        "pre": "gpt-2",  # GPT-2's pre-tokenizer regex
+        "bos": eot,
+        "eos": eot,
+        "add_bos": False,  # GPT-2 prompts start with no BOS, as ours do
     }
 
 
@@ -132,10 +145,10 @@ def _check_model(model: Any) -> Any:
             "(scratchgpt.model.lora.merge_lora, or export through `scratchgpt export`, "
             "which merges them)"
         )
-    if cfg.family != "gpt2":
+    if cfg.family not in ("gpt2", *GGUF_ARCH):
         raise ConfigError(
-            f"GGUF export supports the gpt2 family so far, not {cfg.family!r}; export it "
-            "with --format hf and convert that folder with llama.cpp's convert_hf_to_gguf.py"
+            f"GGUF export supports gpt2, llama3 and qwen3 models, not {cfg.family!r}; export "
+            "it with --format hf and convert that folder with llama.cpp's convert_hf_to_gguf.py"
         )
     return model
 
@@ -165,16 +178,15 @@ def _add_gpt2_keys(writer: Any, cfg: Any) -> None:
     writer.add_layer_norm_eps(cfg.ln_eps)
 
 
-def _add_vocab(writer: Any, vocab: Mapping[str, Any]) -> None:
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")  # GPT-2's pre-tokenizer regex
-    writer.add_token_list(vocab["tokens"])
-    writer.add_token_types(vocab["types"])
-    writer.add_token_merges(vocab["merges"])
-    if vocab["eot"] is not None:
-        writer.add_bos_token_id(vocab["eot"])
-        writer.add_eos_token_id(vocab["eot"])
-    writer.add_add_bos_token(False)  # GPT-2 prompts start with no BOS, as ours do
+def _vocab(tokenizer: Any, cfg: Any) -> dict[str, Any]:
+    if hasattr(tokenizer, "files"):  # GPT-2's encoder.json / vocab.bpe
+        return gpt2_vocab(tokenizer, cfg.vocab_size)
+    if hasattr(tokenizer, "chat_template") and hasattr(tokenizer, "to_dict"):  # tokenizer.json
+        return hf_vocab(tokenizer, cfg.vocab_size, cfg.family)
+    raise ConfigError(
+        f"GGUF export needs GPT-2's tokenizer or a Hugging Face tokenizer.json (byte-level "
+        f"BPE), not {type(tokenizer).__name__}"
+    )
 
 
 def save_gguf(
@@ -198,8 +210,9 @@ def save_gguf(
     model = _check_model(model)
     gguf = _gguf()
     cfg = model.cfg
-    vocab = gpt2_vocab(tokenizer, cfg.vocab_size)
-    tensors = gpt2_tensors(model)
+    vocab = _vocab(tokenizer, cfg)
+    llama = cfg.family in GGUF_ARCH
+    tensors = llama_tensors(gguf, model) if llama else gpt2_tensors(model)
     file_type = {
         "f32": gguf.LlamaFileType.ALL_F32,
         "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -208,13 +221,13 @@ def save_gguf(
     }[type]
     dest = Path(path)
     with atomic_path(dest, overwrite=overwrite) as tmp:
-        writer = gguf.GGUFWriter(tmp, "gpt2")
+        writer = gguf.GGUFWriter(tmp, GGUF_ARCH.get(cfg.family, "gpt2"))
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name(str((metadata or {}).get("name") or dest.stem))
-        _add_gpt2_keys(writer, cfg)
+        (add_llama_keys if llama else _add_gpt2_keys)(writer, cfg)
         writer.add_file_type(file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        _add_vocab(writer, vocab)
+        add_vocab(writer, vocab)
         _add_tensors(writer, gguf, tensors, type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
