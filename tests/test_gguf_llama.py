@@ -150,7 +150,7 @@ def test_tokenizer_inside(exported):
 
 
 def test_modelfile_uses_the_family_chat_format(exported):
-    family, model, tok, _, _ = exported
+    family, _, tok, _, _ = exported
     text = modelfile_text("m.gguf", tok, {}, family)
     end = {"llama3": "<|eot_id|>", "qwen3": "<|im_end|>"}[family]
     assert f'PARAMETER stop "{end}"' in text.splitlines()
