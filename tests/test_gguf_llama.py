@@ -162,3 +162,22 @@ def test_modelfile_uses_the_family_chat_format(exported):
     rendered = rendered.replace("{{ end }}", "").replace("{{ .Prompt }}", "Hi there")
     want = tok.render_chat([{"role": "user", "content": "Hi there"}], add_generation_prompt=True)
     assert want.endswith(rendered)
+
+
+def test_cli_export_hf_folder(exported, tmp_path):
+    from scratchgpt.cli import main
+    from scratchgpt.weights.hf import save_hf_model
+
+    family, model, tok, readers, _ = exported
+    folder = save_hf_model(model, tmp_path / "hf", tokenizer=tok)
+    out = tmp_path / "out" / "model.gguf"
+    argv = ["export", "--format", "gguf", "--checkpoint", str(folder), "--out", str(out)]
+    assert main([*argv, "--type", "f32"]) == 0
+    r = gguf.GGUFReader(out)
+    want = _values(readers["f32"])
+    got = _values(r)
+    assert sorted(got) == sorted(want)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    text = (out.parent / "Modelfile").read_text()
+    assert text == modelfile_text("model.gguf", tok, {}, family)
+    assert "{{ .Prompt }}" in text and text.startswith("FROM ./model.gguf\n")
