@@ -222,15 +222,17 @@ def save_gguf(
     dest = Path(path)
     with atomic_path(dest, overwrite=overwrite) as tmp:
         writer = gguf.GGUFWriter(tmp, GGUF_ARCH.get(cfg.family, "gpt2"))
-        writer.add_type(gguf.GGUFType.MODEL)
-        writer.add_name(str((metadata or {}).get("name") or dest.stem))
-        (add_llama_keys if llama else _add_gpt2_keys)(writer, cfg)
-        writer.add_file_type(file_type)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        add_vocab(writer, vocab)
-        _add_tensors(writer, gguf, tensors, type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        try:
+            writer.add_type(gguf.GGUFType.MODEL)
+            writer.add_name(str((metadata or {}).get("name") or dest.stem))
+            (add_llama_keys if llama else _add_gpt2_keys)(writer, cfg)
+            writer.add_file_type(file_type)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            add_vocab(writer, vocab)
+            _add_tensors(writer, gguf, tensors, type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()  # also on an error: atomic_path then deletes the temporary file
     return dest
