@@ -206,6 +206,9 @@ def test_refusals(tmp_path, model, tok):
         save_gguf(_model(lora=LoRAConfig(rank=2)), tok, tmp_path / "l.gguf")
     with pytest.raises(ConfigError, match="q4"):
         save_gguf(model, tok, tmp_path / "x.gguf", type="q4")
+    chars = get_tokenizer("char", corpus="abc")
+    with pytest.raises(ConfigError, match="CharTokenizer|tokenizer"):
+        save_gguf(_model(), chars, tmp_path / "x.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
 
 
