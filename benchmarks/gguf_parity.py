@@ -11,6 +11,8 @@ Needs ``pip install llama-cpp-python`` (it builds llama.cpp from source) and ``g
 unit test (the build takes many minutes), run by hand:
 
     python benchmarks/gguf_parity.py
+    # llama-cpp-python in a venv of its own (same Python version):
+    PYTHONPATH=src:/tmp/llamacpp/lib/python3.11/site-packages python benchmarks/gguf_parity.py
     python benchmarks/gguf_parity.py --checkpoint runs/demo/final --tokens 50
 """
 
@@ -47,7 +49,13 @@ def ours_greedy(model: GPTModel, ids: list[int], n: int) -> tuple[list[int], np.
 
 
 def llama_greedy(path: Path, ids: list[int], n: int, n_ctx: int) -> tuple[list[int], np.ndarray]:
-    from llama_cpp import Llama
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        sys.exit(
+            "llama-cpp-python is not installed: pip install llama-cpp-python (it builds "
+            "llama.cpp), or put a venv that has it on PYTHONPATH after this project's"
+        )
 
     llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=1)
     ids = list(ids)
