@@ -1,7 +1,7 @@
 """Check: llama.cpp runs our GGUF export and picks the same greedy tokens as our model.
 
-Exports a GPT-2 model (a checkpoint given with --checkpoint, else a random-weight GPT-2 of the
---preset size) at each GGUF type, loads each file in llama.cpp through ``llama-cpp-python``,
+Exports a model (a checkpoint of any exported family given with --checkpoint: GPT-2, a Llama 3.x
+or Qwen3 folder; else a random-weight GPT-2 of the --preset size) at each GGUF type, loads each file in llama.cpp through ``llama-cpp-python``,
 and compares, for one prompt: the first step's logits (largest difference) and the greedy
 continuation token by token (how many of the first --tokens agree with ours). f32 should agree
 exactly up to float rounding; f16 / bf16 / q8_0 may part ways where two tokens' logits are
@@ -19,19 +19,25 @@ unit test (the build takes many minutes), run by hand:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Python puts this folder first on sys.path, where benchmarks/tokenizers.py would shadow the
+# `tokenizers` package that Hugging Face tokenizers (Llama 3, Qwen3) need.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from scratchgpt.config import GPTConfig
-from scratchgpt.model import GPTModel
-from scratchgpt.tokenizers import get_tokenizer
-from scratchgpt.weights import load_model
-from scratchgpt.weights.gguf import GGUF_TYPES, save_gguf
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from scratchgpt.config import GPTConfig  # noqa: E402
+from scratchgpt.model import GPTModel  # noqa: E402
+from scratchgpt.tokenizers import get_tokenizer  # noqa: E402
+from scratchgpt.weights import load_model  # noqa: E402
+from scratchgpt.weights.gguf import GGUF_TYPES, save_gguf  # noqa: E402
 
 
 def ours_greedy(model: GPTModel, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
@@ -71,7 +77,7 @@ def llama_greedy(path: Path, ids: list[int], n: int, n_ctx: int) -> tuple[list[i
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", help="a GPT-2 model to export (default: random weights)")
+    p.add_argument("--checkpoint", help="a model to export (default: random-weight GPT-2)")
     p.add_argument("--preset", default="tiny", help="size of the random model (default tiny)")
     p.add_argument("--prompt", default="Every effort moves you")
     p.add_argument("--tokens", type=int, default=30, help="greedy tokens to compare")
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(123)
         cfg = GPTConfig.from_preset(args.preset, vocab_size=50257, drop_rate=0.0, init="gpt2")
         model, tok = GPTModel(cfg).eval(), get_tokenizer("gpt2")
-    prompt = tok.encode(args.prompt)
+    prompt = list(getattr(tok, "bos_ids", [])) + tok.encode(args.prompt)  # Llama 3: BOS first
     n_ctx = min(model.cfg.context_length, len(prompt) + args.tokens)
     want, want_logits = ours_greedy(model, prompt, n_ctx - len(prompt))
     print(f"model: {args.checkpoint or args.preset} ({model.num_parameters():,} parameters)")
