@@ -177,6 +177,12 @@ BAD_ARGS: dict[str, list[str]] = {
         "export --checkpoint {dir} --out {dir}/x",
         "export --out {dir}/x",
         "export --checkpoint {dir} --out {dir}/x --dtype int4",
+        "export --checkpoint {lm} --out {dir}/x.gguf --format gguf --type q4_0",
+        "export --checkpoint {lm} --out {dir}/x.gguf --format onnx",
+        "export --checkpoint {lm} --out {dir}/x --type q8_0",
+        "export --checkpoint {lm} --out {dir}/x.gguf --format gguf --dtype float16",
+        "export --checkpoint {lm} --out {file} --format gguf",
+        "export --checkpoint {lm} --out {dir} --format gguf --overwrite",
     ],
     "info": [
         "info --checkpoint {dir}",
