@@ -152,3 +152,15 @@ def test_generate_cli_quantize_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--quantize", "int4"])
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_quantized_models_are_not_exported(tmp_path):
+    from scratchgpt.errors import CheckpointError
+    from scratchgpt.weights.gguf import save_gguf
+    from scratchgpt.weights.hf import save_hf_model
+
+    model = quantize_model(build_model(GPTConfig.from_preset("tiny")))
+    with pytest.raises(CheckpointError, match="quantized"):
+        save_hf_model(model, tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="quantized"):
+        save_gguf(model, get_tokenizer("gpt2"), tmp_path / "m.gguf")

@@ -145,6 +145,11 @@ def _check_model(model: Any) -> Any:
             "(scratchgpt.model.lora.merge_lora, or export through `scratchgpt export`, "
             "which merges them)"
         )
+    if cfg.quantization is not None:
+        raise CheckpointError(
+            f"the model's weights are {cfg.quantization}-quantized; export the float checkpoint "
+            "(GGUF's own q8_0 type quantizes it: --type q8_0)"
+        )
     if cfg.family not in ("gpt2", *GGUF_ARCH):
         raise ConfigError(
             f"GGUF export supports gpt2, llama3 and qwen3 models, not {cfg.family!r}; export "

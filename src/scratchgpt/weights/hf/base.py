@@ -58,6 +58,11 @@ def check_exportable(cfg: GPTConfig) -> None:
             "the model has LoRA adapters; merge them into its weights first "
             "(scratchgpt.model.lora.merge_lora)"
         )
+    if cfg.quantization is not None:
+        raise CheckpointError(
+            f"the model's weights are {cfg.quantization}-quantized; a Hugging Face export "
+            "holds float weights: export the checkpoint before quantizing it"
+        )
 
 
 def hf_weight_files(weights: Path) -> list[Path]:
