@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from scratchgpt.config import GPTConfig  # noqa: E402
 from scratchgpt.generation import generate, optimize_for_decoding  # noqa: E402
 from scratchgpt.model import GPTModel  # noqa: E402
+from scratchgpt.model.quantize import quantize_model  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -196,6 +197,10 @@ def main() -> None:
     # What `scratchgpt generate` runs: weights in the layout the CPU kernels read fastest.
     fast = optimize_for_decoding(copy.deepcopy(ours))
 
+    # int8 weights (scratchgpt.model.quantize), with fp32 and with bf16 activations.
+    int8_fp32 = quantize_model(copy.deepcopy(ours)).eval()
+    int8_bf16 = quantize_model(copy.deepcopy(ours).to(torch.bfloat16)).eval()
+
     def run_autocast(n: int) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return generate(ours, prompt, n)
@@ -205,6 +210,8 @@ def main() -> None:
         "ours fp32, Linear layout": lambda n: generate(ours, prompt, n),
         "ours bf16 weights": lambda n: generate(bf16_model, prompt, n),
         "ours bf16 autocast": run_autocast,
+        "ours int8 weights, fp32": lambda n: generate(int8_fp32, prompt, n),
+        "ours int8 weights, bf16": lambda n: generate(int8_bf16, prompt, n),
         "transformers fp32": run_hf,
     }
     tps: dict[str, float] = {}
@@ -226,16 +233,22 @@ def main() -> None:
     limit32 = bw / bytes_per_token(ours, args.prompt_tokens, new, 4)
     limit16 = bw / bytes_per_token(ours, args.prompt_tokens, new, 2)
     bf16_name = max(("ours bf16 weights", "ours bf16 autocast"), key=tps.__getitem__)
+    # int8: one byte per weight of the blocks and the head (the embedding table is read a row a
+    # token), plus the scales; counted as a quarter of fp32's weight bytes.
+    limit8 = bw / (bytes_per_token(ours, args.prompt_tokens, new, 4) / 4)
+    int8_name = max(("ours int8 weights, fp32", "ours int8 weights, bf16"), key=tps.__getitem__)
 
     hf_tps, fp32_tps = tps["transformers fp32"], tps["ours fp32"]
     rows = [
         ("ours fp32", fp32_tps, limit32),
         ("ours fp32, Linear layout", tps["ours fp32, Linear layout"], limit32),
         (bf16_name, tps[bf16_name], limit16),
+        (int8_name, tps[int8_name], limit8),
         ("ours fp32, no KV cache", tps.get("ours fp32, no KV cache"), limit32),
         ("transformers fp32", hf_tps, limit32),
         ("bandwidth limit fp32", limit32, limit32),
         ("bandwidth limit bf16", limit16, limit16),
+        ("bandwidth limit int8", limit8, limit8),
     ]
     other = "ours bf16 autocast" if bf16_name == "ours bf16 weights" else "ours bf16 weights"
 
@@ -265,6 +278,12 @@ def main() -> None:
             f"{100 * v / limit:>9.0f}% |"
         )
     print(f"\n({other}: {tps[other]:.1f} tokens/s)")
+    other8 = next(
+        n for n in ("ours int8 weights, fp32", "ours int8 weights, bf16") if n != int8_name
+    )
+    print(f"({other8}: {tps[other8]:.1f} tokens/s)")
+    same8 = torch.equal(outputs["ours fp32"], outputs["ours int8 weights, fp32"])
+    print(f"greedy tokens identical, ours fp32 vs int8 (random weights): {same8}")
     print(f"load average (1 min) before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}")
     if "ours fp32, no KV cache" in tps:
         print(f"KV cache speed-up: {fp32_tps / tps['ours fp32, no KV cache']:.1f}x")
