@@ -44,9 +44,11 @@ class DecoderModel(nn.Module):
         return t, past, position_ids
 
     def residual_projections(self) -> Iterator[nn.Linear]:
-        """The layers that add into the residual stream (attention's out_proj, the
-        feed-forward's last Linear), whose GPT-2 initialisation is scaled down."""
-        raise NotImplementedError
+        """The layers that add into the residual stream, block by block: attention's out_proj
+        and the feed-forward's last Linear (GPT-2's ff.layers[2], SwiGLU's fc3)."""
+        for block in self.trf_blocks:
+            last_ff = [m for m in block.ff.modules() if isinstance(m, nn.Linear)][-1]
+            yield from (block.att.out_proj, last_ff)
 
     @torch.no_grad()
     def reset_parameters_gpt2(self) -> None:

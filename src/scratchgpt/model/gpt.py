@@ -7,8 +7,6 @@ key for key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,10 +121,6 @@ class GPTModel(DecoderModel):
             self.reset_parameters_gpt2()
         if cfg.lora is not None:
             apply_lora(self, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, freeze=False)
-
-    def residual_projections(self) -> Iterator[nn.Linear]:
-        for block in self.trf_blocks:
-            yield from (block.att.out_proj, block.ff.layers[2])
 
     def forward(
         self,

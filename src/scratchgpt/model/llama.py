@@ -14,8 +14,6 @@ training, the KV cache and the weight loaders treat every family alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,11 +125,6 @@ class LlamaModel(DecoderModel):
             self.reset_parameters_gpt2()
         if cfg.lora is not None:
             apply_lora(self, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, freeze=False)
-
-    def residual_projections(self) -> Iterator[nn.Linear]:
-        # N(0, 0.02) is also Llama's and Qwen3's initializer_range.
-        for block in self.trf_blocks:
-            yield from (block.att.out_proj, block.ff.fc3)
 
     def forward(
         self,

@@ -9,16 +9,21 @@ downloads need a network.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike, atomic_write_json
 from scratchgpt.weights.hub_errors import hub_host, hub_refusal, network_failure, short
+from scratchgpt.weights.hub_fetch import (
+    INDEX_FILE,
+    TOKENIZER_FILES,
+    fetch_verified,
+    sha256_file,
+    shard_names,
+)
 from scratchgpt.weights.hub_names import (
     GPT2_REPOS,
     HUB_MODELS,
@@ -53,10 +58,6 @@ __all__ = [
 
 # GPT-2: the two files scratchgpt reads (its tokenizer is OpenAI's, built in).
 DOWNLOAD_FILES = ("config.json", "model.safetensors")
-INDEX_FILE = "model.safetensors.index.json"
-# Llama 3.x / Qwen3 also need their tokenizer files; the rest is fetched when the hub lists it.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-OPTIONAL_FILES = ("generation_config.json", "special_tokens_map.json", "chat_template.jinja")
 # Written last, after the sha256 check: its presence means the download is complete and verified.
 MARKER_FILE = "scratchgpt-download.json"
 
@@ -72,20 +73,6 @@ def cache_root(cache_dir: PathLike | None = None) -> Path:
 def model_cache_dir(name: str, cache_dir: PathLike | None = None) -> Path:
     """Where ``scratchgpt download NAME`` puts a model (whether or not it is there yet)."""
     return cache_root(cache_dir) / "models" / hub_model(name).name
-
-
-def shard_names(index: Mapping[str, Any], source: str) -> list[str]:
-    """The shard files a ``model.safetensors.index.json`` names, in order, each once; a
-    CheckpointError for an index without a weight_map or with a name that is not a plain
-    ``.safetensors`` file name (the files land beside the index, never elsewhere)."""
-    weight_map = index.get("weight_map") if isinstance(index, Mapping) else None
-    if not isinstance(weight_map, Mapping) or not weight_map:
-        raise CheckpointError(f"{source}: no weight_map naming the shard files")
-    names = list(dict.fromkeys(weight_map.values()))
-    for n in names:
-        if not isinstance(n, str) or not n.endswith(".safetensors") or Path(n).name != n:
-            raise CheckpointError(f"{source}: weight_map names {n!r}, not a .safetensors file")
-    return names
 
 
 def _weight_files(folder: Path) -> list[str] | None:
@@ -160,15 +147,6 @@ def resolve_model_path(name_or_path: PathLike, cache_dir: PathLike | None = None
     return folder
 
 
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
@@ -228,8 +206,6 @@ def download_model(
         raise _offline_error(
             model, target, "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to use the network"
         )
-    from scratchgpt.weights.hub_fetch import fetch_verified
-
     try:
         marker = fetch_verified(model, target, force=force, log=log)
     except CheckpointError:

@@ -7,21 +7,43 @@ network.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import CheckpointError
-from scratchgpt.fileio import read_json
-from scratchgpt.weights.hub import (
-    INDEX_FILE,
-    OPTIONAL_FILES,
-    TOKENIZER_FILES,
-    sha256_file,
-    shard_names,
-)
+from scratchgpt.fileio import PathLike, read_json
 from scratchgpt.weights.hub_names import HubModel
+
+INDEX_FILE = "model.safetensors.index.json"
+# Llama 3.x / Qwen3 also need their tokenizer files; the rest is fetched when the hub lists it.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+OPTIONAL_FILES = ("generation_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+def shard_names(index: Mapping[str, Any], source: str) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names, in order, each once; a
+    CheckpointError for an index without a weight_map or with a name that is not a plain
+    ``.safetensors`` file name (the files land beside the index, never elsewhere)."""
+    weight_map = index.get("weight_map") if isinstance(index, Mapping) else None
+    if not isinstance(weight_map, Mapping) or not weight_map:
+        raise CheckpointError(f"{source}: no weight_map naming the shard files")
+    names = list(dict.fromkeys(weight_map.values()))
+    for n in names:
+        if not isinstance(n, str) or not n.endswith(".safetensors") or Path(n).name != n:
+            raise CheckpointError(f"{source}: weight_map names {n!r}, not a .safetensors file")
+    return names
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
