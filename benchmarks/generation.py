@@ -193,13 +193,13 @@ def main() -> None:
                 pad_token_id=cfg.vocab_size - 1,
             )
 
-    bf16_model = copy.deepcopy(ours).to(torch.bfloat16)
     # What `scratchgpt generate` runs: weights in the layout the CPU kernels read fastest.
     fast = optimize_for_decoding(copy.deepcopy(ours))
+    bf16_model = optimize_for_decoding(copy.deepcopy(ours).to(torch.bfloat16))
 
     # int8 weights (scratchgpt.model.quantize), with fp32 and with bf16 activations.
-    int8_fp32 = quantize_model(copy.deepcopy(ours)).eval()
-    int8_bf16 = quantize_model(copy.deepcopy(ours).to(torch.bfloat16)).eval()
+    int8_fp32 = optimize_for_decoding(quantize_model(copy.deepcopy(ours)).eval())
+    int8_bf16 = optimize_for_decoding(quantize_model(copy.deepcopy(ours).to(torch.bfloat16)).eval())
 
     def run_autocast(n: int) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -1,7 +1,8 @@
-"""optimize_for_decoding on Llama 3.x / Qwen3: the query/key/value and gate/up projections run as
-one matmul each (bf16 weights optionally packed for oneDNN), with the same values, parameters and
-state dict, and every path that changes a layer afterwards (a state dict loaded in place, LoRA, a
-dtype change, training) still computes the right thing."""
+"""optimize_for_decoding on every family (GPT-2, Llama 3.x, Qwen3): the query/key/value (and
+Llama's gate/up) projections run as one matmul each (bf16 weights optionally packed for oneDNN,
+int8 layers fused too), with the same values, parameters and state dict, and every path that
+changes a layer afterwards (a state dict loaded in place, LoRA, a dtype change, training) still
+computes the right thing."""
 
 from __future__ import annotations
 
@@ -15,20 +16,27 @@ from scratchgpt.generation import generate, optimize_for_decoding
 from scratchgpt.model import build_model
 from scratchgpt.model.inference import can_pack
 from scratchgpt.model.lora import apply_lora, merge_lora
+from scratchgpt.model.quantize import quantize_model
 
 PROMPT = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
 
 
+# The feed-forward fast path that reads the block's input, by family.
+FF_FAST = {"tiny": "fast_up", "llama3-tiny": "fast_gate_up", "qwen3-tiny": "fast_gate_up"}
+
+
 def tiny(preset: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = build_model(GPTConfig.from_preset(preset, vocab_size=60, drop_rate=0.0)).eval()
+    extra = {"qkv_bias": True} if preset == "tiny" else {}
+    cfg = GPTConfig.from_preset(preset, vocab_size=60, drop_rate=0.0, **extra)
+    model = build_model(cfg).eval()
     with torch.no_grad():  # norms away from 1 and weights of a useful size
         for name, p in model.named_parameters():
             p.uniform_(0.5, 1.5) if name.endswith("scale") else p.normal_(0, 0.3)
     return model
 
 
-@pytest.mark.parametrize("preset", ["llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
 @pytest.mark.parametrize(
     ("dtype", "pack"), [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)]
 )
@@ -44,14 +52,15 @@ def test_fused_projections_keep_values_parameters_and_outputs(preset, dtype, pac
 
     assert optimize_for_decoding(model, pack=pack) is model
     block = model.trf_blocks[0]
-    fused_qkv, fused_ff = block.att.fast_qkv, block.ff.fast_gate_up
+    fused_qkv, fused_ff = block.att.fast_qkv, getattr(block.ff, FF_FAST[preset])
     assert fused_qkv is not None and fused_ff is not None
     assert (fused_qkv.packed is not None) == pack
     assert model.fast_head is not None
     # Each weight is a view of the fused tensor: nothing is stored twice.
     storage = fused_qkv.weight.untyped_storage().data_ptr()
     assert block.att.W_value.weight.untyped_storage().data_ptr() == storage
-    assert block.ff.fc2.weight.untyped_storage().data_ptr() == (
+    ff_input_layer = block.ff.fc2 if preset != "tiny" else block.ff.layers[0]
+    assert ff_input_layer.weight.untyped_storage().data_ptr() == (
         fused_ff.weight.untyped_storage().data_ptr()
     )
     assert [id(p) for p in model.parameters()] == params
@@ -60,6 +69,35 @@ def test_fused_projections_keep_values_parameters_and_outputs(preset, dtype, pac
     with torch.inference_mode():
         assert fused_qkv.usable((block.att.W_query, block.att.W_key, block.att.W_value))
         tol = 1e-5 if dtype == torch.float32 else 0.1
+        torch.testing.assert_close(model(PROMPT).float(), logits, atol=tol, rtol=0)
+    assert torch.equal(generate(model, PROMPT, 12), expected)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_layers_are_fused_with_the_same_outputs(preset, dtype):
+    model = quantize_model(tiny(preset).to(dtype))
+    with torch.inference_mode():
+        logits = model(PROMPT).float()
+    expected = generate(model, PROMPT, 12)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    optimize_for_decoding(model)
+    att = model.trf_blocks[0].att
+    fused = att.fast_qkv
+    assert fused is not None and fused.scales is not None and model.fast_head is not None
+    # The int8 weights, scales and biases of query/key/value are views of the fused tensors.
+    assert (
+        att.W_key.weight.untyped_storage().data_ptr() == fused.weight.untyped_storage().data_ptr()
+    )
+    assert (
+        att.W_key.scales.untyped_storage().data_ptr() == fused.scales.untyped_storage().data_ptr()
+    )
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.inference_mode():
+        assert fused.usable((att.W_query, att.W_key, att.W_value))
+        tol = 1e-5 if dtype == torch.float32 else 0.05
         torch.testing.assert_close(model(PROMPT).float(), logits, atol=tol, rtol=0)
     assert torch.equal(generate(model, PROMPT, 12), expected)
 

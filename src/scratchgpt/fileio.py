@@ -32,6 +32,13 @@ from scratchgpt.errors import (
 PathLike = str | os.PathLike
 
 
+def cache_root() -> Path:
+    """The project's cache folder: ``$SCRATCHGPT_CACHE`` if set, else ``~/.cache/scratchgpt``
+    (downloaded data and models, compiled kernels)."""
+    env = os.environ.get("SCRATCHGPT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "scratchgpt"
+
+
 def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
     line = data.count(b"\n", 0, offset) + 1
     column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1

@@ -159,3 +159,32 @@ def add_quantize_flag(p: argparse.ArgumentParser) -> None:
         help="store the linear layers as int8 weights with per-channel scales (weight-only; "
         "embeddings and norms keep their precision; a checkpoint saved quantized needs no flag)",
     )
+
+
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+    """--dtype auto|fp32|bf16: the float dtype of the weights (and activations) for inference."""
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="weights and activations for inference; auto (default): bf16 where the device "
+        "computes it natively (CPUs with AVX-512 BF16 or AMX, recent GPUs), which halves the "
+        "bytes read per token, else fp32",
+    )
+
+
+def inference_dtype(name: str, device: str) -> Any:
+    """The torch dtype for ``--dtype name`` on ``device`` (see :func:`add_dtype_flag`)."""
+    import torch
+
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        from scratchgpt.training.setup import cpu_has_fast_bf16
+
+        native = cpu_has_fast_bf16()
+    return torch.bfloat16 if native else torch.float32

@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 from scratchgpt.cli.args import (
+    add_dtype_flag,
     add_quantize_flag,
     add_sampling_flags,
+    inference_dtype,
     nonnegative_int,
     positive_int,
 )
@@ -70,7 +72,7 @@ def register(subparsers: Any) -> None:
         "--no-cache", action="store_true", help="re-run the whole window each step (slow)"
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="default: fp32")
+    add_dtype_flag(p)
     add_quantize_flag(p)
     p.set_defaults(func=run)
 
@@ -83,7 +85,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    dtype = inference_dtype(args.dtype, args.device)
     if args.checkpoint is not None:
         from scratchgpt.weights import load_checkpoint
 

@@ -10,7 +10,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from scratchgpt.cli.args import add_quantize_flag, fraction, positive_int, probability
+from scratchgpt.cli.args import (
+    add_dtype_flag,
+    add_quantize_flag,
+    fraction,
+    inference_dtype,
+    positive_int,
+    probability,
+)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -30,6 +37,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         "chat template when it has one (chat), else alpaca)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    add_dtype_flag(p)
     add_quantize_flag(p)
 
 
@@ -43,7 +51,8 @@ def load_for_inference(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    loaded = load_instruct_model(args.checkpoint, quantize=args.quantize)
+    dtype = inference_dtype(args.dtype, args.device)
+    loaded = load_instruct_model(args.checkpoint, dtype=dtype, quantize=args.quantize)
     model = loaded.model.to(args.device).eval()
     optimize_for_decoding(model)
     return (

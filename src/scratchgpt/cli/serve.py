@@ -7,7 +7,14 @@ import os
 import sys
 from typing import Any
 
-from scratchgpt.cli.args import add_quantize_flag, port, positive_float, positive_int
+from scratchgpt.cli.args import (
+    add_dtype_flag,
+    add_quantize_flag,
+    inference_dtype,
+    port,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +49,7 @@ def register(subparsers: Any) -> None:
         help="render chat messages in this style (default: the checkpoint's, else the model's chat template (chat), else none: a base model)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    add_dtype_flag(p)
     add_quantize_flag(p)
     p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")
     p.add_argument(
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         prompt_style=args.prompt_style,
         name=args.model_name,
+        dtype=inference_dtype(args.dtype, args.device),
         quantize=args.quantize,
     )
     app = create_app(

@@ -25,6 +25,7 @@ from scratchgpt.errors import Advice, DataError
 from scratchgpt.fileio import (
     PathLike,
     atomic_path,
+    cache_root,
     disk_errno,
     make_folder,
     output_errors,
@@ -120,8 +121,7 @@ _CHUNK = 1 << 20
 
 def default_cache_dir() -> Path:
     """``$SCRATCHGPT_CACHE``, else ``~/.cache/scratchgpt``."""
-    env = os.environ.get("SCRATCHGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "scratchgpt"
+    return cache_root()
 
 
 def get_source(name: str) -> Source:

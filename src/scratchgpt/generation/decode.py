@@ -370,9 +370,10 @@ def optimize_for_decoding(model: nn.Module, *, pack: bool | None = None) -> nn.M
 
     - fp32 CPU weight matrices are stored column-major, the layout MKL's matrix-vector kernel
       reads fastest (a weight whose storage is (in, out), viewed transposed);
-    - modules with a ``fuse_projections`` method (Llama 3.x and Qwen3: query/key/value and
-      gate/up run as one matmul each; see :mod:`scratchgpt.model.inference`) prepare their
-      inference-only fast paths; training and LoRA keep using the plain layers;
+    - modules with a ``fuse_projections`` method (attention: query/key/value as one matmul;
+      Llama 3.x / Qwen3 feed-forward: gate/up as one; the output head; float or int8 layers;
+      see :mod:`scratchgpt.model.inference`) prepare their inference-only fast paths; training
+      and LoRA keep using the plain layers;
     - ``pack``: bf16 CPU weights of those modules are also kept in oneDNN's blocked layout,
       whose one-row kernel is much faster than the plain layout's, at the cost of a second copy
       of those weights. None (default) packs when this PyTorch has the kernels and the copy
@@ -388,12 +389,11 @@ def optimize_for_decoding(model: nn.Module, *, pack: bool | None = None) -> nn.M
     if pack is None:
         pack = on_cpu and params[0].dtype == torch.bfloat16 and _copy_fits(params)
     pack = pack and can_pack()
+    column_major = on_cpu and params[0].dtype == torch.float32
     for module in model.modules():
         fuse = getattr(module, "fuse_projections", None)
-        # An int8-quantized module holds buffers only; its layers have no fast path to prepare.
-        w = next(module.parameters(), None)
-        if callable(fuse) and w is not None:
-            fuse(column_major=w.device.type == "cpu" and w.dtype == torch.float32, pack=pack)
+        if callable(fuse):  # int8 layers are fused too; layout and packing apply to float ones
+            fuse(column_major=column_major, pack=pack)
     for module in model.modules():
         if isinstance(module, nn.Linear):
             w = module.weight

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.model.inference import InferenceLinear
+from scratchgpt.model.inference import InferenceLinear, run_linears
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import apply_rope
@@ -53,6 +53,18 @@ class MultiHeadAttention(nn.Module):
             torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1),
             persistent=False,
         )
+        # Inference-only fast paths (see fuse_projections); None until prepared.
+        self.fast_qkv: InferenceLinear | None = None
+        self.fast_out: InferenceLinear | None = None
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare inference without gradients: W_query, W_key and W_value run as one matmul,
+        out_proj as its own (see :class:`~scratchgpt.model.inference.InferenceLinear`; a
+        projection wrapped by LoRA keeps its plain path)."""
+        self.fast_qkv = InferenceLinear.make(
+            (self.W_query, self.W_key, self.W_value), column_major=column_major, pack=pack
+        )
+        self.fast_out = InferenceLinear.make((self.out_proj,), column_major=column_major, pack=pack)
 
     def forward(
         self,
@@ -64,10 +76,13 @@ class MultiHeadAttention(nn.Module):
         """x: (B, T, d_in). ``allowed``: optional bool (B, 1, T, S), True where a query may see a key
         (built by GPTModel when there is padding); without it the plain causal mask applies."""
         b, t, _ = x.shape
+        queries, keys, values = run_linears(
+            self.fast_qkv, (self.W_query, self.W_key, self.W_value), x
+        )
         # (B, T, d_out) -> (B, H, T, hd)
-        queries = self.W_query(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        keys = self.W_key(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        values = self.W_value(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        queries = queries.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        keys = keys.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        values = values.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         if kv_cache is not None:
             keys, values = kv_cache.update(layer_idx, keys, values)  # (B, H, S, hd)
         s = keys.shape[2]
@@ -100,7 +115,7 @@ class MultiHeadAttention(nn.Module):
                 context = F.scaled_dot_product_attention(queries, keys, values, causal, dropout_p=p)
 
         context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (B, T, d_out)
-        return self.out_proj(context)
+        return run_linears(self.fast_out, (self.out_proj,), context)[0]
 
 
 def causal_allowed(attention_mask: torch.Tensor, t: int, past: int) -> torch.Tensor:
@@ -170,13 +185,6 @@ class GroupedQueryAttention(nn.Module):
         )
         self.fast_out = InferenceLinear.make((self.out_proj,), column_major=column_major, pack=pack)
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        linears = (self.W_query, self.W_key, self.W_value)
-        fast = self.fast_qkv
-        if fast is not None and fast.usable(linears):
-            return fast(x)
-        return tuple(m(x) for m in linears)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -189,7 +197,9 @@ class GroupedQueryAttention(nn.Module):
         """x: (B, T, d_in); cos/sin: RoPE tables for the T new positions (see model.rope);
         ``allowed``: optional bool (B, 1, T, S) for padded batches (see :func:`causal_allowed`)."""
         b, t, _ = x.shape
-        queries, keys, values = self._project(x)
+        queries, keys, values = run_linears(
+            self.fast_qkv, (self.W_query, self.W_key, self.W_value), x
+        )
         queries = queries.view(b, t, self.num_heads, self.head_dim)  # (B, T, H, hd)
         keys = keys.view(b, t, self.num_kv_groups, self.head_dim)  # (B, T, G, hd)
         values = values.view(b, t, self.num_kv_groups, self.head_dim)
@@ -202,10 +212,7 @@ class GroupedQueryAttention(nn.Module):
             keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
         context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
         context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
-        fast = self.fast_out
-        if fast is not None and fast.usable((self.out_proj,)):
-            return fast(context)[0]
-        return self.out_proj(context)
+        return run_linears(self.fast_out, (self.out_proj,), context)[0]
 
     def _attend(
         self,

@@ -1,5 +1,6 @@
 """What every scratchgpt language model shares, whatever its family: the context check, the
-default positions, GPT-2-style initialisation, the device and the parameter count.
+default positions, the output head (with its inference fast path), GPT-2-style initialisation,
+the device and the parameter count.
 
 A family's model (GPTModel, LlamaModel) keeps its own constructor and forward pass, the code a
 reader follows; this base holds only the bookkeeping around them, written once.
@@ -15,6 +16,7 @@ from torch import nn
 
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
+from scratchgpt.model.inference import InferenceLinear, run_linears
 from scratchgpt.model.kv_cache import KVCache
 
 
@@ -25,6 +27,18 @@ class DecoderModel(nn.Module):
     tok_emb: nn.Embedding
     trf_blocks: nn.ModuleList
     out_head: nn.Linear
+    fast_head: InferenceLinear | None = None  # see fuse_projections
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the final normalised hidden states: ``out_head(x)``."""
+        return run_linears(self.fast_head, (self.out_head,), x)[0]
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare the output head for inference without gradients (the blocks have their own
+        ``fuse_projections``; see :class:`~scratchgpt.model.inference.InferenceLinear`)."""
+        self.fast_head = InferenceLinear.make(
+            (self.out_head,), column_major=column_major, pack=pack
+        )
 
     def positions(
         self, in_idx: torch.Tensor, kv_cache: KVCache | None, position_ids: torch.Tensor | None

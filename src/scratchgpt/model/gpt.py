@@ -15,6 +15,7 @@ from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import MultiHeadAttention
 from scratchgpt.model.base import DecoderModel
+from scratchgpt.model.inference import InferenceLinear, run_linears
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.lora import apply_lora
 
@@ -54,9 +55,23 @@ class FeedForward(nn.Module):
             GELU(),
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
         )
+        # Inference-only fast paths (see fuse_projections); None until prepared.
+        self.fast_up: InferenceLinear | None = None
+        self.fast_down: InferenceLinear | None = None
+
+    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
+        """Prepare inference without gradients: each Linear gets its fast path (see
+        :class:`~scratchgpt.model.inference.InferenceLinear`)."""
+        up, _, down = self.layers
+        self.fast_up = InferenceLinear.make((up,), column_major=column_major, pack=pack)
+        self.fast_down = InferenceLinear.make((down,), column_major=column_major, pack=pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        if self.fast_up is None and self.fast_down is None:
+            return self.layers(x)
+        up, gelu, down = self.layers
+        hidden = gelu(run_linears(self.fast_up, (up,), x)[0])
+        return run_linears(self.fast_down, (down,), hidden)[0]
 
 
 class TransformerBlock(nn.Module):
@@ -153,7 +168,7 @@ class GPTModel(DecoderModel):
         if last_token_only:
             x = x[:, -1:, :]
         x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, vocab)
+        return self.head(x)  # (B, T, vocab)
 
     def _allowed(self, attention_mask: torch.Tensor, t: int, past: int) -> torch.Tensor:
         """(B, 1, T, S) bool: causal AND key is not padding. Each query may always see itself,

@@ -1,5 +1,5 @@
-"""Inference-only fast paths for ``nn.Linear`` layers, prepared by
-``scratchgpt.generation.optimize_for_decoding`` and used by the Llama 3.x / Qwen3 modules.
+"""Inference-only fast paths for linear layers (``nn.Linear`` and int8 ``Int8Linear``),
+prepared by ``scratchgpt.generation.optimize_for_decoding`` and used by every model family.
 
 Batch-1 decoding reads every weight once per token, so its speed is the speed of one-row matrix
 products. Three things make those faster on a CPU, none of them changing a value:
@@ -14,6 +14,9 @@ products. Three things make those faster on a CPU, none of them changing a value
   weight, made only when asked (``pack=True``); it is as fast or faster for longer inputs too
   (a prefill), so every input uses it.
 
+Int8 layers (:mod:`scratchgpt.model.quantize`) are fused the same way (their int8 weights,
+scales and biases side by side), which also gives the int8 kernel fewer, larger products.
+
 Training is untouched: a fast path is used only without gradients and only while every layer
 still holds the tensors it was prepared from (same storage, no in-place change since); otherwise
 the owner runs its layers one by one, as the readable code does.
@@ -26,6 +29,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from scratchgpt.model.quantize import Int8Linear, int8_linear
+
+# The layer types a fast path can stand for.
+FUSABLE = (nn.Linear, Int8Linear)
 
 
 def _nothing() -> None:
@@ -47,49 +55,47 @@ class InferenceLinear:
     docstring). Calling it returns each layer's output, in order."""
 
     def __init__(
-        self, linears: Sequence[nn.Linear], *, column_major: bool = False, pack: bool = False
+        self, linears: Sequence[nn.Module], *, column_major: bool = False, pack: bool = False
     ) -> None:
         with torch.no_grad():
             single = len(linears) == 1
-            if single:
-                weight, bias = linears[0].weight.detach(), linears[0].bias
-                bias = None if bias is None else bias.detach()
-            else:
-                weight = torch.cat([m.weight.detach() for m in linears])  # (sum of out, in)
-                bias = None
-                if linears[0].bias is not None:
-                    bias = torch.cat([m.bias.detach() for m in linears])  # type: ignore[union-attr]
-            relaid = column_major and weight.is_contiguous()
+            weight = _joined(linears, "weight")  # (sum of out, in)
+            bias = _joined(linears, "bias")
+            scales = _joined(linears, "scales")  # int8 layers only
+            relaid = column_major and scales is None and weight.is_contiguous()
             if relaid:
                 weight = weight.t().contiguous().t()
-            self.sizes = [m.out_features for m in linears]
-            if relaid or not single:  # each layer's weight (and bias) becomes a view
+            self.sizes = [m.weight.shape[0] for m in linears]
+            if relaid or not single:  # each layer's tensors become views of the joined ones
                 start = 0
                 for m, n in zip(linears, self.sizes):
-                    m.weight.data = weight[start : start + n]
-                    if bias is not None and not single:
-                        m.bias.data = bias[start : start + n]
+                    for name, joined in (("weight", weight), ("bias", bias), ("scales", scales)):
+                        if joined is not None and (name == "weight" or not single):
+                            getattr(m, name).data = joined[start : start + n]
                     start += n
             self.packed = None
             if pack and weight.dtype == torch.bfloat16 and weight.device.type == "cpu":
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 1)
-        self.weight, self.bias = weight, bias
+        self.weight, self.bias, self.scales = weight, bias, scales
+        self._type = type(linears[0])
         self._state = self._fingerprint(linears)
 
     @classmethod
     def make(
         cls, linears: Sequence[nn.Module], *, column_major: bool = False, pack: bool = False
     ) -> InferenceLinear | None:
-        """The fast path of ``linears``, or None when there is none: not plain nn.Linear layers
-        (LoRA wraps them), or mixed dtypes/devices, or weights not materialised."""
-        if not all(type(m) is nn.Linear for m in linears):
+        """The fast path of ``linears``, or None when there is none: not all plain nn.Linear or
+        all Int8Linear layers (LoRA wraps them), or mixed dtypes/devices, or weights not
+        materialised."""
+        kinds = {type(m) for m in linears}
+        if len(kinds) != 1 or kinds.pop() not in FUSABLE:
             return None
         ws = [m.weight for m in linears]
-        same = {(w.dtype, w.device) for w in ws}
+        same = {(w.dtype, w.device, getattr(m, "scales", w).dtype) for m, w in zip(linears, ws)}
         has_bias = {m.bias is not None for m in linears}
         if len(same) != 1 or len(has_bias) != 1 or ws[0].is_meta:
             return None
-        return cls(linears, column_major=column_major, pack=pack)  # type: ignore[arg-type]
+        return cls(linears, column_major=column_major, pack=pack)
 
     @staticmethod
     def _fingerprint(linears: Sequence[nn.Module]) -> list[tuple[int, int]]:
@@ -98,7 +104,11 @@ class InferenceLinear:
         change a new version."""
         out = []
         for m in linears:
-            for t in (getattr(m, "weight", None), getattr(m, "bias", None)):
+            for t in (
+                getattr(m, "weight", None),
+                getattr(m, "bias", None),
+                getattr(m, "scales", None),
+            ):
                 if isinstance(t, torch.Tensor):
                     out.append((t.data_ptr(), t._version))
                 else:
@@ -109,7 +119,7 @@ class InferenceLinear:
         """True when no gradient is needed and ``linears`` are still what was prepared."""
         return (
             not torch.is_grad_enabled()
-            and all(type(m) is nn.Linear for m in linears)
+            and all(type(m) is self._type for m in linears)
             and self._fingerprint(linears) == self._state
         )
 
@@ -124,8 +134,31 @@ class InferenceLinear:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        elif self.scales is not None:
+            y = int8_linear(x, self.weight, self.scales, self.bias)
         else:
             y = F.linear(x, self.weight, self.bias)
         if len(self.sizes) == 1:
             return (y,)
         return y.split(self.sizes, dim=-1)
+
+
+def _joined(linears: Sequence[nn.Module], name: str) -> torch.Tensor | None:
+    """The layers' tensors ``name`` (weight, bias or scales) stacked along the output dimension
+    (the tensor itself for a single layer), or None when they have none."""
+    tensors = [getattr(m, name, None) for m in linears]
+    if any(t is None for t in tensors):
+        return None
+    if len(tensors) == 1:
+        return tensors[0].detach()
+    return torch.cat([t.detach() for t in tensors])
+
+
+def run_linears(
+    fast: InferenceLinear | None, linears: Sequence[nn.Module], x: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Each of ``linears`` applied to ``x``: through their fast path when it is prepared and
+    still usable, otherwise layer by layer (training, LoRA, layers changed since)."""
+    if fast is not None and fast.usable(linears):
+        return fast(x)
+    return tuple(m(x) for m in linears)

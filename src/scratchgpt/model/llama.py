@@ -22,7 +22,7 @@ from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import GroupedQueryAttention, causal_allowed
 from scratchgpt.model.base import DecoderModel
-from scratchgpt.model.inference import InferenceLinear
+from scratchgpt.model.inference import InferenceLinear, run_linears
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.lora import apply_lora
 from scratchgpt.model.norms import RMSNorm
@@ -50,14 +50,8 @@ class SwiGLUFeedForward(nn.Module):
         self.fast_down = InferenceLinear.make((self.fc3,), column_major=column_major, pack=pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up_fast, down_fast = self.fast_gate_up, self.fast_down
-        if up_fast is not None and up_fast.usable((self.fc1, self.fc2)):
-            gate, up = up_fast(x)
-            hidden = F.silu(gate) * up
-            if down_fast is not None and down_fast.usable((self.fc3,)):
-                return down_fast(hidden)[0]
-            return self.fc3(hidden)
-        return self.fc3(F.silu(self.fc1(x)) * self.fc2(x))
+        gate, up = run_linears(self.fast_gate_up, (self.fc1, self.fc2), x)
+        return run_linears(self.fast_down, (self.fc3,), F.silu(gate) * up)[0]
 
 
 class LlamaBlock(nn.Module):
@@ -120,7 +114,6 @@ class LlamaModel(DecoderModel):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
         self.rope = RotaryEmbedding(cfg.head_size, cfg.rope_base, cfg.rope_scaling)
-        self.fast_head: InferenceLinear | None = None  # see fuse_projections
         if cfg.init == "gpt2":
             self.reset_parameters_gpt2()
         if cfg.lora is not None:
@@ -151,14 +144,4 @@ class LlamaModel(DecoderModel):
         if last_token_only:
             x = x[:, -1:, :]
         x = self.final_norm(x)
-        fast = self.fast_head
-        if fast is not None and fast.usable((self.out_head,)):
-            return fast(x)[0]
-        return self.out_head(x)  # (B, T, vocab)
-
-    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
-        """Prepare the output head for inference without gradients (its blocks have their own
-        ``fuse_projections``; see :class:`~scratchgpt.model.inference.InferenceLinear`)."""
-        self.fast_head = InferenceLinear.make(
-            (self.out_head,), column_major=column_major, pack=pack
-        )
+        return self.head(x)  # (B, T, vocab)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.errors import ConfigError
+from scratchgpt.model.cpu_kernels import int8_matvec
 
 SCHEMES = ("int8",)
 
@@ -26,12 +27,35 @@ def _has_int8_kernel() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
+def int8_linear(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``x @ (scales[:, None] * weight).T + bias`` for int8 ``weight`` (out, in).
+
+    On a CPU, a few input rows (decoding) go to the project's own kernel
+    (:mod:`scratchgpt.model.cpu_kernels`), which reads the int8 weights directly for float32
+    and bf16 inputs; without it, bf16 inputs use PyTorch's int8 kernel (``_weight_int8pack_mm``,
+    fast for bf16 only). Otherwise (many rows: a prefill; other devices) the weight is
+    dequantized for the call and the matmul is PyTorch's.
+    """
+    if x.device.type == "cpu":
+        y = int8_matvec(x, weight, scales, bias)
+        if y is not None:
+            return y
+        if x.dtype == scales.dtype == torch.bfloat16 and _has_int8_kernel():
+            shape = x.shape
+            y = torch.ops.aten._weight_int8pack_mm(
+                x.reshape(-1, shape[-1]).contiguous(), weight, scales
+            )
+            y = y.reshape(*shape[:-1], weight.shape[0])
+            return y if bias is None else y + bias
+    return F.linear(x, (weight.to(scales.dtype) * scales[:, None]).to(x.dtype), bias)
+
+
 class Int8Linear(nn.Module):
     """``y = x @ (scales * W_int8)^T + b``: int8 weights (out, in), float per-row scales.
 
-    On a CPU it runs PyTorch's int8 weight-only matmul kernel (``_weight_int8pack_mm``), which
-    reads the int8 weights directly; elsewhere (or for shapes the kernel does not take) the
-    weight is dequantized for the call.
+    See :func:`int8_linear` for how it runs.
     """
 
     def __init__(
@@ -81,14 +105,7 @@ class Int8Linear(nn.Module):
         return self.weight.to(self.scales.dtype) * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and _has_int8_kernel() and x.dtype == self.scales.dtype:
-            shape = x.shape
-            y = torch.ops.aten._weight_int8pack_mm(
-                x.reshape(-1, self.in_features).contiguous(), self.weight, self.scales
-            )
-            y = y.reshape(*shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.dequantized().to(x.dtype), self.bias)
+        return int8_linear(x, self.weight, self.scales, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"

@@ -7,13 +7,16 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from scratchgpt.data.chat_style import CHAT_STYLE
 from scratchgpt.data.instructions import get_prompt_style
 from scratchgpt.data.prompts import render_chat, turn_stops
 from scratchgpt.generation import SamplingConfig, stop_ids, stream_generate
 from scratchgpt.tasks.classify import classify
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Choice",
@@ -53,6 +56,7 @@ def load_served_model(
     device: str = "cpu",
     prompt_style: str | None = None,
     name: str | None = None,
+    dtype: torch.dtype | None = None,
     quantize: str | None = None,
 ) -> ServedModel:
     """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
@@ -68,7 +72,7 @@ def load_served_model(
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
     p = Path(path)
-    loaded = load_model(p, device=device, quantize=quantize)
+    loaded = load_model(p, device=device, dtype=dtype, quantize=quantize)
     meta = dict(loaded.metadata)
     model_name = name or (p.resolve().name if p.exists() else str(path))
     created = int(loaded.path.stat().st_mtime) if loaded.path.exists() else 0

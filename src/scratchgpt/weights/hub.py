@@ -16,6 +16,7 @@ from pathlib import Path
 
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike, atomic_write_json
+from scratchgpt.fileio import cache_root as _cache_root
 from scratchgpt.weights.hub_errors import hub_host, hub_refusal, network_failure, short
 from scratchgpt.weights.hub_fetch import (
     INDEX_FILE,
@@ -66,8 +67,7 @@ def cache_root(cache_dir: PathLike | None = None) -> Path:
     """``cache_dir`` if given, else ``$SCRATCHGPT_CACHE``, else ``~/.cache/scratchgpt``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    env = os.environ.get("SCRATCHGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "scratchgpt"
+    return _cache_root()
 
 
 def model_cache_dir(name: str, cache_dir: PathLike | None = None) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from scratchgpt.data.chat_style import CHAT_STYLE
@@ -25,12 +26,17 @@ GPT2_VOCAB_SIZE = 50257
 
 
 def load_base_model(
-    checkpoint: str | None = None, gpt2: str | None = None, *, quantize: str | None = None
+    checkpoint: str | None = None,
+    gpt2: str | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """``LoadedModel`` of a language model (any checkpoint, run folder, Hugging Face folder or
-    cached GPT-2 name; LoRA adapters merged), with a tokenizer; ``quantize="int8"`` for
-    inference with int8 linear layers."""
-    loaded = load_model(checkpoint if checkpoint is not None else str(gpt2), quantize=quantize)
+    cached GPT-2 name; LoRA adapters merged), with a tokenizer; ``dtype`` casts its float
+    weights (None: as stored); ``quantize="int8"`` for inference with int8 linear layers."""
+    name = checkpoint if checkpoint is not None else str(gpt2)
+    loaded = load_model(name, dtype=dtype, quantize=quantize)
     return with_default_tokenizer(require_language_model(loaded))
 
 
@@ -116,8 +122,10 @@ def prepare_for_training(model: nn.Module, cfg: InstructConfig) -> dict[str, Any
     return {"untied": untied, "lora": _apply_lora(model, cfg.instruct)}
 
 
-def load_instruct_model(path: PathLike, *, quantize: str | None = None) -> LoadedModel:
+def load_instruct_model(
+    path: PathLike, *, dtype: torch.dtype | None = None, quantize: str | None = None
+) -> LoadedModel:
     """``LoadedModel`` of any language model (checkpoint, run folder, Hugging Face folder or
     cached GPT-2 name), with a tokenizer; LoRA adapters are merged into its weights. The same
     as :func:`load_base_model` (kept for its name)."""
-    return load_base_model(str(path), quantize=quantize)
+    return load_base_model(str(path), dtype=dtype, quantize=quantize)
