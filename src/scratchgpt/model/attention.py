@@ -15,6 +15,32 @@ from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import apply_rope
 
+# From this many cached keys on, a bf16 decode step on a CPU runs as plain matmuls: there
+# scaled_dot_product_attention's kernel is 2-3x slower (benchmarks/generation.py, context 1024).
+PLAIN_DECODE_FROM = 128
+
+
+def plain_decode(queries: torch.Tensor, keys: torch.Tensor, training: bool) -> bool:
+    """Whether a decode step (one query per head) should use :func:`decode_attention`."""
+    return (
+        not training
+        and queries.shape[-2] == 1
+        and queries.device.type == "cpu"
+        and queries.dtype == torch.bfloat16
+        and keys.shape[-2] >= PLAIN_DECODE_FROM
+    )
+
+
+def decode_attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) v for query rows (..., R, hd) against keys/values (..., S, hd)
+    as two matmuls, the softmax in fp32; ``allowed`` masks keys (padding)."""
+    scores = (queries @ keys.transpose(-2, -1)).float() * queries.shape[-1] ** -0.5
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(values.dtype) @ values
+
 
 class MultiHeadAttention(nn.Module):
     """The book's MultiHeadAttention: W_query/W_key/W_value, a causal mask, out_proj.
@@ -97,6 +123,8 @@ class MultiHeadAttention(nn.Module):
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values  # (B, H, T, hd)
+        elif plain_decode(queries, keys, self.training):
+            context = decode_attention(queries, keys, values, allowed)
         else:
             p = self.dropout.p if self.training else 0.0
             if allowed is not None:
@@ -240,8 +268,13 @@ class GroupedQueryAttention(nn.Module):
             # no mask beyond padding (``allowed`` (B, 1, 1, S) broadcasts over the rows).
             b, g = queries.shape[0], self.num_kv_groups
             q = queries.view(b, g, self.group_size, self.head_dim)
-            context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
+            if plain_decode(queries, keys, self.training):
+                context = decode_attention(q, keys, values, allowed)
+            else:
+                context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
             return context.reshape(b, self.num_heads, 1, self.head_dim)
+        if plain_decode(queries, keys, self.training):
+            return decode_attention(queries, keys, values, allowed)
         if allowed is None and t == 1:
             # One new token sees every cached key: no mask needed.
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
