@@ -46,7 +46,11 @@ def preset_model(seed: int = 123) -> GPTModel:
 
 
 def test_preset_greedy_matches_python_api(capsys, tok):
-    code, out, _ = run_cli(capsys, "--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "8")
+    # --dtype fp32: the default (auto) is bf16 on CPUs with native bf16, and this compares with
+    # the fp32 model.
+    code, out, _ = run_cli(
+        capsys, "--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "8", "--dtype", "fp32"
+    )
     assert code == 0
     expected = generate_text(preset_model(), tok, PROMPT, 8)
     assert len(expected) > 0
@@ -56,6 +60,7 @@ def test_preset_greedy_matches_python_api(capsys, tok):
 def test_stream_no_echo_and_sampling_options(capsys, tok):
     args = ["--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "12", "--seed", "4"]
     args += ["--temperature", "1.2", "--top-k", "50", "--top-p", "0.95", "--no-echo"]
+    args += ["--dtype", "fp32"]
     code, streamed, _ = run_cli(capsys, *args, "--stream")
     assert code == 0
     code, plain, _ = run_cli(capsys, *args)
@@ -89,6 +94,8 @@ def test_checkpoint_folder(capsys, tmp_path, tok):
             PROMPT,
             "--max-new-tokens",
             "6",
+            "--dtype",
+            "fp32",
         )
         assert code == 0
         assert out == expected
@@ -100,6 +107,34 @@ def test_bf16(capsys):
     )
     assert code == 0
     assert out.startswith(PROMPT) and len(out) > len(PROMPT) + 1
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_dtype_auto_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, native):
+    from scratchgpt.cli.args import inference_dtype
+    from scratchgpt.training import setup
+
+    monkeypatch.setattr(setup, "cpu_has_fast_bf16", lambda: native)
+    assert inference_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert inference_dtype("fp32", "cpu") == torch.float32
+    assert inference_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_dtype_flag_reaches_the_model(capsys, monkeypatch):
+    """What --dtype asks for is the dtype the model runs in (auto resolved on this machine)."""
+    from scratchgpt.cli import generate as generate_cli
+    from scratchgpt.cli.args import inference_dtype
+
+    seen = []
+    real = generate_cli._load
+    monkeypatch.setattr(generate_cli, "_load", lambda args: seen.append(real(args)) or seen[-1])
+    for flag in ("auto", "fp32", "bf16"):
+        code, _, _ = run_cli(
+            capsys, "--preset", "tiny", "--prompt", PROMPT, "--max-new-tokens", "2", "--dtype", flag
+        )
+        assert code == 0
+        model = seen[-1][0]
+        assert next(model.parameters()).dtype == inference_dtype(flag, "cpu")
 
 
 @pytest.mark.parametrize(
