@@ -6,9 +6,9 @@
    float32 (dtype 0) or all bfloat16 (dtype 1). Accumulation is in float32. Decoding reads every
    weight once per token, so this is a memory stream: output rows are split between threads in
    blocks of four, and each block's four weight rows are read once, side by side, for all M
-   inputs (which stay in the L1 cache). With AVX-512, 16 weights become floats per instruction
-   pair (sign-extend, convert) and meet the input in one fused multiply-add; elsewhere the plain
-   loop below is what the compiler vectorises.
+   inputs (which stay in the L1 cache), with software prefetches 32 rows ahead. With AVX-512, 16
+   weights become floats per instruction pair (sign-extend, convert) and meet the input in one
+   fused multiply-add; elsewhere the plain loop below is what the compiler vectorises.
 
    Compiled on first use by scratchgpt.model.cpu_kernels (cc -O3 -march=native -fopenmp). */
 #include <stdint.h>
@@ -17,6 +17,8 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+#define PREFETCH_ROWS 32
 
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -45,13 +47,28 @@ static void dots4(const int8_t *w, int64_t rows, int64_t K, const float *x, floa
     if (rows == 4) {
         const int8_t *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+#define ROW(a, p, o, v) a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
+                            _mm_loadu_si128((const __m128i *)((p) + k0 + (o))))), v, a)
+        for (; k0 + 32 <= K; k0 += 32) {
+            /* Ask for the rows PREFETCH_ROWS ahead now: the hardware prefetcher alone keeps
+               too few of these short row streams in flight (measured 3-4x slower). Past the
+               end of the matrix a prefetch is a no-op. */
+            _mm_prefetch((const char *)(w0 + PREFETCH_ROWS * K + k0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + PREFETCH_ROWS * K + k0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + PREFETCH_ROWS * K + k0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + PREFETCH_ROWS * K + k0), _MM_HINT_T0);
+            __m512 xv = _mm512_loadu_ps(x + k0), xw = _mm512_loadu_ps(x + k0 + 16);
+            ROW(a0, w0, 0, xv); ROW(a1, w1, 0, xv); ROW(a2, w2, 0, xv); ROW(a3, w3, 0, xv);
+            ROW(b0, w0, 16, xw); ROW(b1, w1, 16, xw); ROW(b2, w2, 16, xw); ROW(b3, w3, 16, xw);
+        }
         for (; k0 + 16 <= K; k0 += 16) {
             __m512 xv = _mm512_loadu_ps(x + k0);
-#define ROW(a, p) a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
-                      _mm_loadu_si128((const __m128i *)((p) + k0)))), xv, a)
-            ROW(a0, w0); ROW(a1, w1); ROW(a2, w2); ROW(a3, w3);
-#undef ROW
+            ROW(a0, w0, 0, xv); ROW(a1, w1, 0, xv); ROW(a2, w2, 0, xv); ROW(a3, w3, 0, xv);
         }
+#undef ROW
+        a0 = _mm512_add_ps(a0, b0); a1 = _mm512_add_ps(a1, b1);
+        a2 = _mm512_add_ps(a2, b2); a3 = _mm512_add_ps(a3, b3);
         out[0] = _mm512_reduce_add_ps(a0);
         out[1] = _mm512_reduce_add_ps(a1);
         out[2] = _mm512_reduce_add_ps(a2);
