@@ -51,8 +51,9 @@ def can_pack() -> bool:
 
 
 class InferenceLinear:
-    """One or more ``nn.Linear`` layers with the same input, run as one matmul (see the module
-    docstring). Calling it returns each layer's output, in order."""
+    """One or more linear layers (all ``nn.Linear`` or all ``Int8Linear``) with the same input,
+    run as one matmul (see the module docstring). Calling it returns each layer's output, in
+    order."""
 
     def __init__(
         self, linears: Sequence[nn.Module], *, column_major: bool = False, pack: bool = False
