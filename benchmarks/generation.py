@@ -166,8 +166,10 @@ def bytes_per_token(model: GPTModel, avg_len: float, weight_bytes: float, kv_byt
 LLAMA_TYPES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 
 
-def llama_runner(path: Path, n_ctx: int, threads: int, prompt: list[int]):
-    """A function generating n greedy tokens after ``prompt`` with llama.cpp, or None."""
+def llama_run(path: Path, n_ctx: int, threads: int, prompt: list[int], n: int, repeats: int):
+    """(tokens/s, greedy tokens) of llama.cpp generating ``n`` tokens after ``prompt``, or None
+    without llama-cpp-python. The model is loaded for this run only and closed after: a loaded
+    llama.cpp context keeps threads that would take CPU from the other rows."""
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -177,15 +179,20 @@ def llama_runner(path: Path, n_ctx: int, threads: int, prompt: list[int]):
         n_batch=max(len(prompt), 32), verbose=False,
     )  # fmt: skip
 
-    def run(n: int) -> list[int]:
+    def run(k: int) -> list[int]:
         out: list[int] = []
         for tok in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
             out.append(tok)
-            if len(out) == n:
+            if len(out) == k:
                 break
         return out
 
-    return run
+    try:
+        run(min(n, 16))
+        tokens = run(n)
+        return n / timed(lambda: run(n), torch.device("cpu"), repeats), tokens
+    finally:
+        llm.close()
 
 
 def decode_ms_per_token(
@@ -275,21 +282,6 @@ def main() -> None:
         **{name: (lambda n, m=m: generate(m, prompt, n)) for name, m in models.items()},
         "transformers fp32": run_hf,
     }
-    tmp = tempfile.TemporaryDirectory()
-    llama_note = "llama.cpp: not run (--skip-llama)"
-    if not args.skip_llama and device.type == "cpu":
-        ids = prompt[0].tolist()
-        tok = get_tokenizer("gpt2")
-        for t, size in LLAMA_TYPES.items():
-            path = save_gguf(ours, tok, Path(tmp.name) / f"gpt2-{t}.gguf", type=t)
-            run = llama_runner(path, args.prompt_tokens + new + 8, args.threads, ids)
-            if run is None:
-                llama_note = "llama.cpp: not run (llama-cpp-python is not importable)"
-                break
-            llama_note = f"llama.cpp: llama-cpp-python {version('llama_cpp_python')}"
-            runs[f"llama.cpp {t.upper()}"] = run
-            kinds[f"llama.cpp {t.upper()}"] = (size, 2)
-
     tps: dict[str, float] = {}
     outputs: dict[str, object] = {}
     for name, fn in runs.items():
@@ -298,6 +290,20 @@ def main() -> None:
         tps[name] = new / timed(lambda fn=fn: fn(new), device, repeats)
     same = torch.equal(outputs["ours fp32"], outputs["transformers fp32"])
     print(f"greedy tokens identical, ours fp32 vs transformers: {same}")
+    llama_note = "llama.cpp: not run (--skip-llama)"
+    if not args.skip_llama and device.type == "cpu":
+        ids, tok = prompt[0].tolist(), get_tokenizer("gpt2")
+        with tempfile.TemporaryDirectory() as tmp:
+            for t, size in LLAMA_TYPES.items():
+                path = save_gguf(ours, tok, Path(tmp) / f"gpt2-{t}.gguf", type=t)
+                got = llama_run(path, args.prompt_tokens + new + 8, args.threads, ids, new, repeats)
+                if got is None:
+                    llama_note = "llama.cpp: not run (llama-cpp-python is not importable)"
+                    break
+                llama_note = f"llama.cpp: llama-cpp-python {version('llama_cpp_python')}"
+                name = f"llama.cpp {t.upper()}"
+                tps[name], outputs[name] = got
+                kinds[name] = (size, 2)
     if "llama.cpp F32" in outputs:
         ours_new = outputs["ours fp32"][0, args.prompt_tokens :].tolist()
         theirs = list(outputs["llama.cpp F32"])
@@ -360,7 +366,6 @@ def main() -> None:
     if not args.skip_prefill:
         prefill_table(ours, fast, models, hf, device, repeats, cfg.vocab_size)
     print(f"load average (1 min) before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}")
-    tmp.cleanup()
 
 
 def context_table(ours, fast, models, run_hf, device, repeats, vocab) -> None:

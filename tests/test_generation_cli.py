@@ -118,6 +118,13 @@ def test_dtype_auto_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, nati
     assert inference_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
     assert inference_dtype("fp32", "cpu") == torch.float32
     assert inference_dtype("bf16", "cpu") == torch.bfloat16
+    # int8 weights: fp32 activations where the project's int8 kernel runs them as fast
+    from scratchgpt.model import cpu_kernels
+
+    for available in (True, False):
+        monkeypatch.setattr(cpu_kernels, "load", lambda a=available: object() if a else None)
+        want = torch.float32 if available or not native else torch.bfloat16
+        assert inference_dtype("auto", "cpu", "int8") == want
 
 
 def test_dtype_flag_reaches_the_model(capsys, monkeypatch):

@@ -169,12 +169,16 @@ def add_dtype_flag(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="weights and activations for inference; auto (default): bf16 where the device "
         "computes it natively (CPUs with AVX-512 BF16 or AMX, recent GPUs), which halves the "
-        "bytes read per token, else fp32",
+        "bytes read per token, else fp32; with --quantize int8 on a CPU, fp32 activations",
     )
 
 
-def inference_dtype(name: str, device: str) -> Any:
-    """The torch dtype for ``--dtype name`` on ``device`` (see :func:`add_dtype_flag`)."""
+def inference_dtype(name: str, device: str, quantize: str | None = None) -> Any:
+    """The torch dtype for ``--dtype name`` on ``device`` (see :func:`add_dtype_flag`).
+
+    With int8 weights on a CPU, auto picks fp32 activations when the project's int8 kernel is
+    available: it reads int8 weights as fast for fp32 inputs as for bf16 ones, and the rest of
+    a decoding step (attention, norms) is faster in fp32 (benchmarks/generation.py)."""
     import torch
 
     if name == "fp32":
@@ -184,7 +188,10 @@ def inference_dtype(name: str, device: str) -> Any:
     if device == "cuda":
         native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     else:
+        from scratchgpt.model import cpu_kernels
         from scratchgpt.training.setup import cpu_has_fast_bf16
 
+        if quantize == "int8" and cpu_kernels.load() is not None:
+            return torch.float32
         native = cpu_has_fast_bf16()
     return torch.bfloat16 if native else torch.float32

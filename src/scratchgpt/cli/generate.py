@@ -85,7 +85,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    dtype = inference_dtype(args.dtype, args.device)
+    dtype = inference_dtype(args.dtype, args.device, args.quantize)
     if args.checkpoint is not None:
         from scratchgpt.weights import load_checkpoint
 

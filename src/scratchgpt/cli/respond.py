@@ -51,7 +51,7 @@ def load_for_inference(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    dtype = inference_dtype(args.dtype, args.device)
+    dtype = inference_dtype(args.dtype, args.device, args.quantize)
     loaded = load_instruct_model(args.checkpoint, dtype=dtype, quantize=args.quantize)
     model = loaded.model.to(args.device).eval()
     optimize_for_decoding(model)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         prompt_style=args.prompt_style,
         name=args.model_name,
-        dtype=inference_dtype(args.dtype, args.device),
+        dtype=inference_dtype(args.dtype, args.device, args.quantize),
         quantize=args.quantize,
     )
     app = create_app(
