@@ -89,7 +89,7 @@ def pad_id_for(tokenizer: Any) -> int:
     return int(eot) if eot is not None else PAD_TOKEN_ID
 
 
-def _apply_lora(model: nn.Module, cfg: InstructOptions) -> dict[str, Any] | None:
+def _apply_lora(model: nn.Module, cfg: InstructOptions | Any) -> dict[str, Any] | None:
     """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0 (the model's
     config records them); the adapter settings that go into the checkpoint metadata."""
     if cfg.lora_rank <= 0:
@@ -104,16 +104,21 @@ def _apply_lora(model: nn.Module, cfg: InstructOptions) -> dict[str, Any] | None
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
 
 
-def prepare_for_training(model: nn.Module, cfg: InstructConfig) -> dict[str, Any]:
+def prepare_for_training(
+    model: nn.Module, cfg: InstructConfig | Any, options: InstructOptions | Any = None
+) -> dict[str, Any]:
     """Make a loaded model ready for fine-tuning as the book's chapter 7 does: its dropout rate
     set to ``model.drop_rate`` (GPT-2's config says 0.1, the book trains with 0.0), a tied head
     untied for full fine-tuning (``model.untie_head``: the book's ``load_weights_into_gpt``
     gives the head its own copy of the token embeddings, so the two train separately), LoRA
-    adapters when ``lora_rank`` > 0. Returns ``{"untied": bool, "lora": settings or None}``."""
+    adapters when ``lora_rank`` > 0. ``options`` holds ``lora_rank`` and ``lora_alpha``
+    (default: ``cfg.instruct``; preference tuning passes its own section). Returns
+    ``{"untied": bool, "lora": settings or None}``."""
+    opts = cfg.instruct if options is None else options
     if cfg.model.drop_rate is not None:
         set_dropout(model, cfg.model.drop_rate)
-    untied = cfg.instruct.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
-    return {"untied": untied, "lora": _apply_lora(model, cfg.instruct)}
+    untied = opts.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
+    return {"untied": untied, "lora": _apply_lora(model, opts)}
 
 
 def load_instruct_model(path: PathLike, *, quantize: str | None = None) -> LoadedModel:
