@@ -45,7 +45,7 @@ COMMAND_MODULES = [
 # Commands that load a checkpoint's weights, and so take --no-verify.
 LOADS_WEIGHTS = [
     "pretrain", "generate", "finetune-classifier", "classify", "finetune-instruct", "finetune-dpo",
-    "respond", "chat", "serve", "evaluate loss", "export",
+    "respond", "chat", "serve", "evaluate loss", "evaluate choice", "export",
 ]  # fmt: skip
 
 
