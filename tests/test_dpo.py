@@ -264,3 +264,47 @@ def test_cli_names_a_bad_record(tmp_path, tiny_ckpt, capsys):
     assert "record 3: field 'chosen' is empty" in capsys.readouterr().err
     assert main(["finetune-dpo", "--out", str(tmp_path / "r2")]) == 2
     assert "--checkpoint DIR or --gpt2 NAME" in capsys.readouterr().err
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, tiny_ckpt, pref_file):
+    from scratchgpt.weights import load_model
+
+    def cfg(steps: int) -> DPOConfig:
+        c = _cfg(tiny_ckpt, pref_file, responses=False)
+        return c.with_overrides({"train.max_steps": steps, "train.plot": False})
+
+    finetune_dpo(cfg(6), tmp_path / "whole")
+    finetune_dpo(cfg(3), tmp_path / "parts")
+    finetune_dpo(cfg(6), tmp_path / "parts", resume=True)
+    whole, parts = load_model(tmp_path / "whole"), load_model(tmp_path / "parts")
+    for (name, a), b in zip(whole.model.state_dict().items(), parts.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert _evals(tmp_path / "whole")[-1]["val_loss"] == _evals(tmp_path / "parts")[-1]["val_loss"]
+
+
+def test_chat_template_family_model_trains_in_its_template(tmp_path):
+    from hf_fixtures import MODEL_VOCAB_SIZE, write_qwen3_tokenizer
+    from scratchgpt.model import build_model
+    from scratchgpt.tokenizers.hf import HFTokenizer
+    from scratchgpt.weights import load_model
+    from scratchgpt.weights.hf import save_hf_model
+
+    write_qwen3_tokenizer(tmp_path / "tok")
+    tok = HFTokenizer.from_folder(tmp_path / "tok")
+    torch.manual_seed(0)
+    cfg = GPTConfig.from_preset("qwen3-tiny", vocab_size=MODEL_VOCAB_SIZE, context_length=128)
+    folder = save_hf_model(build_model(cfg).eval(), tmp_path / "model", tokenizer=tok)
+    data = tmp_path / "prefs.json"
+    data.write_text(json.dumps(_pairs(12)), encoding="utf-8")
+    c = _cfg(folder, data, lora_rank=2, responses=False)
+    c = c.with_overrides({"train.max_steps": 2, "train.plot": False})
+    result = finetune_dpo(c, tmp_path / "run")
+    assert result.train.steps == 2
+    tuned = load_model(tmp_path / "run")
+    assert tuned.metadata["prompt_style"] == "chat" and tuned.metadata["task"] == "dpo"
+    # Only the answer and the template's end of turn count.
+    ds = PreferenceDataset(_pairs(1), tuned.tokenizer, "chat")
+    _, targets = preference_collate([ds[0]])
+    counted = tuned.tokenizer.decode(targets[0][targets[0] != IGNORE_INDEX].tolist())
+    assert counted.startswith(_pairs(1)[0]["chosen"]) and "<|im_end|>" in counted
+    assert "<|im_start|>" not in counted
