@@ -308,3 +308,18 @@ def test_chat_template_family_model_trains_in_its_template(tmp_path):
     counted = tuned.tokenizer.decode(targets[0][targets[0] != IGNORE_INDEX].tolist())
     assert counted.startswith(_pairs(1)[0]["chosen"]) and "<|im_end|>" in counted
     assert "<|im_start|>" not in counted
+
+
+def test_accumulated_micro_batches_equal_one_bigger_batch(tmp_path, tiny_ckpt, pref_file):
+    from scratchgpt.weights import load_model
+
+    def run(name: str, batch: int, accum: int):
+        c = _cfg(tiny_ckpt, pref_file, responses=False)
+        over = {"train.max_steps": 2, "train.batch_size": batch, "train.grad_accum_steps": accum,
+                "train.shuffle": False, "train.plot": False, "train.eval_at_start": False}  # fmt: skip
+        finetune_dpo(c.with_overrides(over), tmp_path / name)
+        return load_model(tmp_path / name).model.state_dict()
+
+    big, small = run("big", 4, 1), run("small", 2, 2)
+    for name, a in big.items():
+        torch.testing.assert_close(a, small[name], rtol=0, atol=2e-6, msg=name)
