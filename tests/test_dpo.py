@@ -186,6 +186,7 @@ def _evals(run: Path) -> list[dict]:
     return [r for r in read_metrics(run / "metrics.jsonl") if "val_loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora_rank", [0, 2])
 def test_tiny_dpo_raises_validation_reward_accuracy_and_margin(
     tmp_path, tiny_ckpt, pref_file, lora_rank
@@ -266,6 +267,7 @@ def test_cli_names_a_bad_record(tmp_path, tiny_ckpt, capsys):
     assert "--checkpoint DIR or --gpt2 NAME" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, tiny_ckpt, pref_file):
     from scratchgpt.weights import load_model
 

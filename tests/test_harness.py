@@ -133,6 +133,7 @@ def _run_harness(root: Path, model: str, model_args: str, out: Path) -> dict[str
     return samples
 
 
+@pytest.mark.slow
 def test_adapter_matches_the_harness_hf_backend(setup):
     ours = _run_harness(setup, "scratchgpt", f"checkpoint={setup / 'ckpt'}", setup / "out-ours")
     theirs = _run_harness(setup, "hf", f"pretrained={setup / 'hf'},dtype=float32", setup / "out-hf")
