@@ -325,3 +325,35 @@ def test_accumulated_micro_batches_equal_one_bigger_batch(tmp_path, tiny_ckpt, p
     big, small = run("big", 4, 1), run("small", 2, 2)
     for name, a in big.items():
         torch.testing.assert_close(a, small[name], rtol=0, atol=2e-6, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_ddp_under_torchrun_equals_one_process(tmp_path, tiny_ckpt, pref_file, lora_rank):
+    """Two ranks of 2 pairs give the run of one process accumulating 2 micro-batches of 2: the
+    reference (a frozen copy, or the DDP-wrapped policy with its adapters off) is the same."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["--checkpoint", str(tiny_ckpt), "--data", str(pref_file), "--max-steps", "2",
+              "--batch-size", "2", "--lr", "3e-3", "--eval-interval", "1", "--eval-batches", "2",
+              "--lora-rank", str(lora_rank), "--no-responses", "--sample-tokens", "0",
+              "--no-plot", "--no-progress", "--device", "cpu"]  # fmt: skip
+    one = tmp_path / "one"
+    assert main(["finetune-dpo", "--out", str(one), *common, "--grad-accum-steps", "2"]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "scratchgpt", "finetune-dpo", "--out", str(two), *common, "--strategy", "ddp"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got, ref = read_metrics(two / "metrics.jsonl"), read_metrics(one / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in ref]
+    keys = ("train_loss", "val_loss", "val_reward_margin", "eval_train_reward_accuracy")
+    for a, b in zip(got, ref, strict=True):
+        for key in keys:
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-5), (key, a["step"])

@@ -89,18 +89,25 @@ def pad_id_for(tokenizer: Any) -> int:
     return int(eot) if eot is not None else PAD_TOKEN_ID
 
 
-def _apply_lora(model: nn.Module, cfg: InstructOptions | Any) -> dict[str, Any] | None:
+def _apply_lora(model: nn.Module, cfg: InstructOptions | Any, seed: int) -> dict[str, Any] | None:
     """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0 (the model's
-    config records them); the adapter settings that go into the checkpoint metadata."""
+    config records them); the adapter settings that go into the checkpoint metadata. The A
+    matrices are drawn from ``seed`` (the run's), with the global RNG left as it was: a run's
+    adapters are the same in one process and in every torchrun rank, whatever drew random
+    numbers before."""
     if cfg.lora_rank <= 0:
         return None
+    import torch
+
     from scratchgpt.model.lora import apply_lora
 
     # A tied head is the embedding table: adapting it would store one tensor under two names.
     targets = ["attention", "feed_forward"]
     if not getattr(getattr(model, "cfg", None), "tie_weights", False):
         targets.append("head")
-    apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
 
 
@@ -118,7 +125,7 @@ def prepare_for_training(
     if cfg.model.drop_rate is not None:
         set_dropout(model, cfg.model.drop_rate)
     untied = opts.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
-    return {"untied": untied, "lora": _apply_lora(model, opts)}
+    return {"untied": untied, "lora": _apply_lora(model, opts, cfg.train.seed)}
 
 
 def load_instruct_model(path: PathLike, *, quantize: str | None = None) -> LoadedModel:
