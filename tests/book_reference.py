@@ -1,4 +1,4 @@
-"""The book's chapter-6 and appendix-E code, written out as plain torch: the reference that the
+"""The book's chapter-6, chapter-7 DPO bonus and appendix-E code, written out as plain torch: the reference that the
 classification and LoRA tests compare scratchgpt's recipes with (the book's code is not a
 dependency). Each function is the book's, line for line, where it matters for the numbers.
 """
@@ -259,3 +259,39 @@ def book_run(
     return book_train_classifier_simple(
         model, epochs_data, optimizer, read_last_real=read_last_real, val=val
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7 bonus (ch07/04_preference-tuning-with-dpo/dpo-from-scratch.ipynb): compute_dpo_loss,
+# compute_logprobs
+
+
+def book_compute_dpo_loss(
+    model_chosen_logprobs, model_rejected_logprobs,
+    reference_chosen_logprobs, reference_rejected_logprobs, beta=0.1,
+):  # fmt: skip
+    import torch.nn.functional as F
+
+    model_logratios = model_chosen_logprobs - model_rejected_logprobs
+    reference_logratios = reference_chosen_logprobs - reference_rejected_logprobs
+    logits = model_logratios - reference_logratios
+    losses = -F.logsigmoid(beta * logits)
+    chosen_rewards = (model_chosen_logprobs - reference_chosen_logprobs).detach()
+    rejected_rewards = (model_rejected_logprobs - reference_rejected_logprobs).detach()
+    return losses.mean(), chosen_rewards.mean(), rejected_rewards.mean()
+
+
+def book_compute_logprobs(logits, labels, selection_mask=None):
+    import torch.nn.functional as F
+
+    labels = labels[:, 1:].clone()
+    logits = logits[:, :-1, :]
+    log_probs = F.log_softmax(logits, dim=-1)
+    selected_log_probs = torch.gather(input=log_probs, dim=-1, index=labels.unsqueeze(-1)).squeeze(
+        -1
+    )
+    if selection_mask is not None:
+        mask = selection_mask[:, 1:].clone()
+        selected_log_probs = selected_log_probs * mask
+        return selected_log_probs.sum(-1) / mask.sum(-1)
+    return selected_log_probs.mean(-1)

@@ -129,6 +129,11 @@ BAD_ARGS: dict[str, list[str]] = {
         "finetune-instruct --out {new} --checkpoint {lm} --data {missing}",
         "finetune-instruct --out {new} --checkpoint {lm} --max-epochs -1",
     ],
+    "finetune-dpo": [
+        "finetune-dpo --out {new} --checkpoint {lm} --beta 0",
+        "finetune-dpo --out {new} --checkpoint {lm} --data {missing}",
+        "finetune-dpo --out {new} --checkpoint {lm} --logprob median",
+    ],
     "respond": [
         "respond --checkpoint {lm} --batch-size 0",
         "respond --checkpoint {lm} --batch-size -3",

@@ -28,6 +28,7 @@ def test_presets_load_and_match_the_book_settings():
     assert list_presets("pretrain") == ["book-appendix-d", "book-ch5", "char-small"]
     assert list_presets("classify") == ["book-appendix-e", "book-ch6"]
     assert list_presets("instruct") == ["book-ch7"]
+    assert list_presets("dpo") == ["book-dpo"]
     cfg = RunConfig.preset("book-ch5")
     # Book chapter 5: GPT-2 small with a 256 context, AdamW(lr=4e-4, wd=0.1), 10 epochs,
     # batch 2, windows of 256 every 256 tokens, 90/10 split, eval every 5 steps over 5 batches.

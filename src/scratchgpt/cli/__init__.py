@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "scratchgpt.cli.finetune_classifier",
     "scratchgpt.cli.classify",
     "scratchgpt.cli.finetune_instruct",
+    "scratchgpt.cli.finetune_dpo",
     "scratchgpt.cli.respond",
     "scratchgpt.cli.chat",
     "scratchgpt.cli.serve",
@@ -43,8 +44,8 @@ COMMAND_MODULES = [
 
 # Commands that load a checkpoint's weights, and so take --no-verify.
 LOADS_WEIGHTS = [
-    "pretrain", "generate", "finetune-classifier", "classify", "finetune-instruct", "respond",
-    "chat", "serve", "evaluate loss", "export",
+    "pretrain", "generate", "finetune-classifier", "classify", "finetune-instruct", "finetune-dpo",
+    "respond", "chat", "serve", "evaluate loss", "evaluate choice", "export",
 ]  # fmt: skip
 
 

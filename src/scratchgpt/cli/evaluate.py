@@ -1,4 +1,5 @@
-"""`scratchgpt evaluate judge|loss`: score responses with an LLM judge, or measure held-out loss."""
+"""`scratchgpt evaluate judge|loss|choice`: score responses with an LLM judge, measure held-out
+loss, or multiple-choice accuracy by log-likelihood."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from scratchgpt.cli.args import nonnegative_float, nonnegative_int, positive_flo
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="score responses with an LLM judge, or held-out loss/perplexity",
-        description="Evaluate a model: `evaluate judge` (the book's section 7.8) or `evaluate loss`.",
+        help="score responses with an LLM judge, held-out loss, or multiple-choice accuracy",
+        description=(
+            "Evaluate a model: `evaluate judge` (the book's section 7.8), `evaluate loss` or "
+            "`evaluate choice`."
+        ),
     )
     sub = p.add_subparsers(dest="evaluate_command", metavar="WHAT", title="evaluations")
-    p.set_defaults(func=lambda args: p.error("choose what to evaluate: judge or loss"))
+    p.set_defaults(func=lambda args: p.error("choose what to evaluate: judge, loss or choice"))
     _register_judge(sub)
     _register_loss(sub)
+    _register_choice(sub)
 
 
 def _register_judge(sub: Any) -> None:
@@ -110,6 +115,37 @@ def _register_loss(sub: Any) -> None:
     lo.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     lo.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     lo.set_defaults(func=run_loss)
+
+
+def _register_choice(sub: Any) -> None:
+    c = sub.add_parser(
+        "choice",
+        help="multiple-choice accuracy by log-likelihood (MMLU-style)",
+        description=(
+            "Score every choice of every question as the continuation of 'QUESTION\\nAnswer:' "
+            "and pick the most likely one: accuracy by total log-probability and by "
+            "log-probability per character (length-normalised, the harness's acc_norm), "
+            "overall and per subject. Items: JSON/JSONL/CSV files of question/choices/answer "
+            "(see docs/evaluation.md), a folder of them, or mmlu (MMLU's test set, after "
+            "`scratchgpt data download mmlu`); default: a bundled example of 12 questions."
+        ),
+        epilog=(
+            "examples:\n"
+            "  scratchgpt evaluate choice --checkpoint gpt2-small\n"
+            "  scratchgpt data download mmlu && scratchgpt evaluate choice --checkpoint "
+            "qwen3-0.6b-base --data mmlu --out mmlu.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from scratchgpt.cli.respond import add_model_flags
+
+    add_model_flags(c)
+    c.add_argument("--data", metavar="FILE|DIR|mmlu", help="items (default: the bundled example)")
+    c.add_argument("--limit", type=positive_int, metavar="N", help="only the first N questions")
+    c.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="default: 8")
+    c.add_argument("--out", metavar="FILE", help="write the report (with every item) as JSON")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    c.set_defaults(func=run_choice)
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -220,4 +256,39 @@ def _run_loss(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, out)
     else:
         sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+def run_choice(args: argparse.Namespace) -> int:
+    """The command, holding the lock on --out while it runs (a second writer stops at once)."""
+    from scratchgpt.locking import hold_output
+
+    with hold_output(args.out):
+        return _run_choice(args)
+
+
+def _run_choice(args: argparse.Namespace) -> int:
+    from scratchgpt.cli.respond import load_for_inference
+    from scratchgpt.evaluation.choice import evaluate_choice, load_choice_items, resolve_choice_data
+    from scratchgpt.fileio import atomic_write_json
+
+    _check_out(args)
+    items = load_choice_items(resolve_choice_data(args.data))
+    if args.limit is not None:
+        items = items[: args.limit]
+    model, tokenizer, _ = load_for_inference(args)
+    report = evaluate_choice(model, tokenizer, items, batch_size=args.batch_size)
+    for name, part in sorted((report.get("subjects") or {}).items()):
+        print(
+            f"{name:<40} {part['accuracy'] * 100:6.2f}%  norm {part['accuracy_norm'] * 100:6.2f}%"
+            f"  ({part['count']} questions)"
+        )
+    print(
+        f"accuracy {report['accuracy'] * 100:.2f}%, length-normalised "
+        f"{report['accuracy_norm'] * 100:.2f}% ({report['count']} questions)"
+    )
+    if args.out:
+        out = {"checkpoint": str(args.checkpoint), "data": str(args.data or "example"), **report}
+        atomic_write_json(args.out, out)
+        print(f"report written to {args.out}", file=sys.stderr)
     return 0

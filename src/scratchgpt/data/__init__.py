@@ -42,6 +42,8 @@ _EXPORTS = {
     "format_input": "instructions",
     "InstructionDataset": "instructions",
     "custom_collate_fn": "instructions",
+    "PreferenceDataset": "preferences",
+    "PreferenceCollator": "preferences",
 }
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "ClassificationDataset",
     "GPTDatasetV1",
     "InstructionDataset",
+    "PreferenceCollator",
+    "PreferenceDataset",
     "PrepareResult",
     "ShardDataset",
     "ShardHeader",

@@ -200,39 +200,36 @@ def load_instruction_records(
     *,
     fields: Mapping[str, str] | None = None,
     extra_fields: Sequence[str] = (),
+    optional: Sequence[str] = ("input",),
 ) -> list[dict[str, str]]:
     """Records from a JSON or JSONL file (default: the bundled instruction data), with the keys
-    renamed to ``instruction``/``input``/``output``. ``fields`` maps those names to the file's
-    (e.g. ``{"output": "response"}``); a missing ``input`` counts as empty. ``extra_fields`` are
-    also required strings and kept (``("chosen", "rejected")`` for preference data)."""
+    renamed to ``instruction``/``input``/``output``. ``fields`` maps those names (and those of
+    ``extra_fields``) to the file's (e.g. ``{"output": "response"}``); a missing field named in
+    ``optional`` (``input``) counts as empty. ``extra_fields`` are also required strings and kept
+    (``("chosen", "rejected")`` for preference data)."""
     path = resolve_data_path(data)
-    names = {**DEFAULT_FIELDS, **(fields or {})}
-    unknown = sorted(set(names) - set(DEFAULT_FIELDS))
+    known = {**DEFAULT_FIELDS, **{x: x for x in extra_fields}}
+    names = {**known, **(fields or {})}
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ConfigError(f"unknown record field(s) {unknown}; known: {sorted(DEFAULT_FIELDS)}")
+        raise ConfigError(f"unknown record field(s) {unknown}; known: {sorted(known)}")
     raw = _parse_records(path)
     out = []
     for i, rec in enumerate(raw):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: record {i} is a {type(rec).__name__}, expected an object")
         item: dict[str, str] = {}
-        wanted = [(ours, theirs) for ours, theirs in names.items()]
-        wanted += [(x, x) for x in extra_fields]
-        for ours, theirs in wanted:
+        for ours, theirs in names.items():
             if theirs not in rec:
-                if ours == "input":
+                if ours in optional:
                     item[ours] = ""
                     continue
                 raise DataError(
                     f"{path}: record {i} has no field {theirs!r} (it has {sorted(rec)}); "
-                    + (
-                        f"map the field name with --{ours}-field"
-                        if ours in DEFAULT_FIELDS
-                        else "use a data file with this field"
-                    )
+                    + f"map the field name with --{ours}-field"
                 )
             value = rec[theirs]
-            if value is None and ours == "input":
+            if value is None and ours in optional:
                 value = ""
             if not isinstance(value, str):
                 raise DataError(
@@ -246,11 +243,28 @@ def load_instruction_records(
     return out
 
 
-def load_preference_records(data: PathLike | None = None, **kwargs: Any) -> list[dict[str, str]]:
-    """Records with ``chosen`` and ``rejected`` responses (default: the bundled preference set)."""
-    return load_instruction_records(
-        PREFERENCE_DATA if data is None else data, extra_fields=("chosen", "rejected"), **kwargs
+PREFERENCE_FIELDS = ("chosen", "rejected")
+
+
+def load_preference_records(
+    data: PathLike | None = None, *, fields: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """Records with non-empty ``chosen`` and ``rejected`` responses (default: the bundled
+    preference set), keys renamed as ``fields`` says (e.g. ``{"instruction": "prompt"}``); the
+    reference ``output`` may be missing (then empty)."""
+    source = PREFERENCE_DATA if data is None else data
+    records = load_instruction_records(
+        source, fields=fields, extra_fields=PREFERENCE_FIELDS, optional=("input", "output")
     )
+    names = {**{x: x for x in PREFERENCE_FIELDS}, **(fields or {})}
+    for i, rec in enumerate(records):
+        for ours in PREFERENCE_FIELDS:
+            if not rec[ours].strip():
+                raise DataError(
+                    f"{resolve_data_path(source)}: record {i}: field {names[ours]!r} is empty; "
+                    "every record needs a chosen and a rejected response"
+                )
+    return records
 
 
 def split_records(

@@ -113,6 +113,16 @@ SOURCES: dict[str, Source] = {
             "Apache-2.0",
             'the same 1,100 records with "chosen"/"rejected" responses (preference tuning)',
         ),
+        Source(
+            "mmlu",
+            "mmlu/data.tar",
+            "https://people.eecs.berkeley.edu/~hendrycks/data.tar",
+            "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b",
+            "MIT (Hendrycks et al., Measuring Massive Multitask Language Understanding, ICLR 2021)",
+            "MMLU: 57 subjects of 4-way multiple-choice questions (dev/val/test CSV files); "
+            "`evaluate choice --data mmlu` scores its 14,042 test questions",
+            bundled=False,
+        ),
     ]
 }
 

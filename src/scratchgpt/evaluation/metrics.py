@@ -11,7 +11,7 @@ from torch import nn
 
 from scratchgpt.data.instructions import IGNORE_INDEX
 from scratchgpt.errors import DataError
-from scratchgpt.training.task import PERPLEXITY_KEY, next_token_loss, perplexity
+from scratchgpt.training.task import PERPLEXITY_KEY, perplexity, target_logprobs
 
 
 class LossReport(dict):
@@ -68,8 +68,8 @@ def evaluate_loss(
                 [dataset[i] for i in range(start, min(n, start + batch_size))]
             )
             inputs, targets = inputs.to(device), targets.to(device)
-            loss = next_token_loss(model, inputs, targets, IGNORE_INDEX, reduction="sum")
-            total += float(loss)
+            # The one per-token log-likelihood (evaluation.loglik): loss = -sum of log p.
+            total -= float(target_logprobs(model(inputs), targets, IGNORE_INDEX).sum())
             tokens += int((targets != IGNORE_INDEX).sum())
             batches += 1
             bar.update(1)

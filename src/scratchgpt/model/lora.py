@@ -10,9 +10,10 @@ a new classification head) to a small safetensors file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ class LoRALayer(nn.Module):
 
 
 class LinearWithLoRA(nn.Module):
-    """A Linear layer plus a LoRA update: ``linear(x) + lora(x)``."""
+    """A Linear layer plus a LoRA update: ``linear(x) + lora(x)`` (``linear(x)`` alone while
+    ``enabled`` is False: see :func:`lora_disabled`)."""
+
+    enabled = True  # a class default: no new state in checkpoints
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float) -> None:
         super().__init__()
@@ -56,6 +60,8 @@ class LinearWithLoRA(nn.Module):
         self.lora.to(device=linear.weight.device, dtype=linear.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.linear(x)
         return self.linear(x) + self.lora(x)
 
     @torch.no_grad()
@@ -143,6 +149,21 @@ def _replace_linears(
         else:
             replaced += _replace_linears(child, full, wanted, rank, alpha)
     return replaced
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[int]:
+    """Run ``model`` as its base model: every LoRA update is switched off inside the block (the
+    frozen reference model of preference tuning, without a second copy in memory). Yields the
+    number of adapted layers."""
+    layers = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            del layer.enabled  # back to the class default
 
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> None:

@@ -301,6 +301,14 @@ def eval_line(step: int, epoch: int, metrics: dict[str, float], *, book: bool = 
         if key in metrics:
             parts[-1] = parts[-1].rstrip(",") + ","
             parts.append(f"{label} {metrics[key] * 100:.2f}%")
+    # Preference tuning shows its reward margins, as the book's DPO notebook prints them.
+    for key, label in (
+        ("eval_train_reward_margin", "Train reward margins"),
+        ("val_reward_margin", "Val reward margins"),
+    ):
+        if key in metrics:
+            parts[-1] = parts[-1].rstrip(",") + ","
+            parts.append(f"{label} {metrics[key]:.3f}")
     return " ".join(parts).rstrip(",")
 
 

@@ -34,10 +34,41 @@ def _save(fig: Any, out_base: Path, pdf: bool) -> list[Path]:
     return paths
 
 
+def _plot_rewards(records: list[dict[str, Any]], out: Path, pdf: bool) -> list[Path]:
+    """``rewards.png`` of a preference-tuning run: the reward margins and the chosen and
+    rejected rewards on training and validation data, and the reward accuracy (none otherwise)."""
+    from matplotlib.figure import Figure
+
+    if not any("val_reward_margin" in r or "eval_train_reward_margin" in r for r in records):
+        return []
+    fig = Figure(figsize=(10, 3.5))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for prefix, name, style in (("eval_train_", "Training", "-"), ("val_", "Validation", "-.")):
+        for key, color in (("reward_margin", "tab:blue"), ("chosen_reward", "tab:green"),
+                           ("rejected_reward", "tab:red")):  # fmt: skip
+            xs, ys = _series(records, prefix + key)
+            if xs:
+                label = f"{name} {key.replace('_', ' ')}"
+                left.plot(xs, ys, color=color, linestyle=style, label=label)
+        xs, ys = _series(records, prefix + "reward_accuracy")
+        if xs:
+            right.plot(xs, ys, linestyle=style, label=f"{name} reward accuracy")
+    left.set_xlabel("Steps")
+    left.set_ylabel("Reward (log-probability vs reference)")
+    left.legend(fontsize="small")
+    right.set_xlabel("Steps")
+    right.set_ylabel("Reward accuracy")
+    right.set_ylim(-0.05, 1.05)
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, out / "rewards", pdf)
+
+
 def plot_run(
     run_dir: PathLike, *, pdf: bool = False, out_dir: PathLike | None = None
 ) -> list[Path]:
-    """Write ``loss.png`` and ``lr.png`` (and PDFs with ``pdf``) for a run; returns the paths."""
+    """Write ``loss.png`` and ``lr.png`` (and ``rewards.png`` for a preference-tuning run; PDFs
+    with ``pdf``) for a run; returns the paths."""
     import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -96,6 +127,8 @@ def plot_run(
         top.set_xlabel("Tokens seen")
     fig.tight_layout()
     written += _save(fig, out / "loss", pdf)
+
+    written += _plot_rewards(records, out, pdf)
 
     ls, lrs = _series(records, "lr")
     if ls:

@@ -242,7 +242,7 @@ class RecipeConfig:
 # ---------------------------------------------------------------------------------------------
 # Presets: training/presets/*.yaml, one file per recipe preset
 
-_TASK_SECTIONS = ("classify", "instruct")
+_TASK_SECTIONS = ("classify", "instruct", "dpo")
 
 
 def _recipe_of(d: Any) -> str:

@@ -2,9 +2,11 @@
 instruction tuning): how to compute the loss of a batch, evaluate, count tokens and show a sample.
 Everything else (optimizer, schedule, accumulation, precision, checkpoints, logs) is the loop's.
 
-Also the one next-token loss (``next_token_loss``) and the one perplexity (``perplexity``, logged
-under the key ``PERPLEXITY_KEY`` = ``"ppl"``: ``val_ppl``, ``eval_train_ppl``) that pretraining,
-instruction tuning and held-out evaluation share.
+Also the one next-token loss (``next_token_loss``), the one per-token log-likelihood
+(``target_logprobs``: preference tuning, multiple-choice evaluation and the lm-evaluation-harness
+adapter score sequences with it) and the one perplexity (``perplexity``, logged under the key
+``PERPLEXITY_KEY`` = ``"ppl"``: ``val_ppl``, ``eval_train_ppl``) that pretraining, instruction
+tuning and held-out evaluation share.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ def next_token_loss(
         ignore_index=ignore_index,
         reduction=reduction,
     )
+
+
+def target_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Log-probability (fp32) of each target (B, T) under the logits (B, T, V); 0 where the
+    target is ``ignore_index``. ``-target_logprobs(...).sum()`` is ``next_token_loss(...,
+    reduction="sum")``: the same numbers, kept per token so sequences can be scored one by one."""
+    keep = targets != ignore_index
+    safe = torch.where(keep, targets, torch.zeros_like(targets))
+    # Under bf16 autocast the logits are bf16; the softmax over 50k entries wants fp32.
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = torch.gather(logp, -1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return picked * keep
 
 
 def perplexity(loss: float) -> float:

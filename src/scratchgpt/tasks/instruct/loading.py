@@ -95,31 +95,43 @@ def pad_id_for(tokenizer: Any) -> int:
     return int(eot) if eot is not None else PAD_TOKEN_ID
 
 
-def _apply_lora(model: nn.Module, cfg: InstructOptions) -> dict[str, Any] | None:
+def _apply_lora(model: nn.Module, cfg: InstructOptions | Any, seed: int) -> dict[str, Any] | None:
     """Freeze the model and add LoRA adapters (appendix E) when ``lora_rank`` > 0 (the model's
-    config records them); the adapter settings that go into the checkpoint metadata."""
+    config records them); the adapter settings that go into the checkpoint metadata. The A
+    matrices are drawn from ``seed`` (the run's), with the global RNG left as it was: a run's
+    adapters are the same in one process and in every torchrun rank, whatever drew random
+    numbers before."""
     if cfg.lora_rank <= 0:
         return None
+    import torch
+
     from scratchgpt.model.lora import apply_lora
 
     # A tied head is the embedding table: adapting it would store one tensor under two names.
     targets = ["attention", "feed_forward"]
     if not getattr(getattr(model, "cfg", None), "tie_weights", False):
         targets.append("head")
-    apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets, freeze=True)
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets}
 
 
-def prepare_for_training(model: nn.Module, cfg: InstructConfig) -> dict[str, Any]:
+def prepare_for_training(
+    model: nn.Module, cfg: InstructConfig | Any, options: InstructOptions | Any = None
+) -> dict[str, Any]:
     """Make a loaded model ready for fine-tuning as the book's chapter 7 does: its dropout rate
     set to ``model.drop_rate`` (GPT-2's config says 0.1, the book trains with 0.0), a tied head
     untied for full fine-tuning (``model.untie_head``: the book's ``load_weights_into_gpt``
     gives the head its own copy of the token embeddings, so the two train separately), LoRA
-    adapters when ``lora_rank`` > 0. Returns ``{"untied": bool, "lora": settings or None}``."""
+    adapters when ``lora_rank`` > 0. ``options`` holds ``lora_rank`` and ``lora_alpha``
+    (default: ``cfg.instruct``; preference tuning passes its own section). Returns
+    ``{"untied": bool, "lora": settings or None}``."""
+    opts = cfg.instruct if options is None else options
     if cfg.model.drop_rate is not None:
         set_dropout(model, cfg.model.drop_rate)
-    untied = cfg.instruct.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
-    return {"untied": untied, "lora": _apply_lora(model, cfg.instruct)}
+    untied = opts.lora_rank == 0 and cfg.model.untie_head and untie_head(model)
+    return {"untied": untied, "lora": _apply_lora(model, opts, cfg.train.seed)}
 
 
 def load_instruct_model(
