@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 from scratchgpt.serving import create_app, load_served_model
-from test_serving import LiveServer, httpx, make_checkpoints
+from test_serving import LiveServer, _wait_for, httpx, make_checkpoints
 
 
 def _stream_through_shutdown(live: LiveServer, gate: threading.Event) -> list[str]:
@@ -43,10 +43,12 @@ def test_a_reply_in_flight_finishes_after_shutdown_starts(tmp_path):
         if len(calls) >= 3:
             gate.wait(30)
 
-    served.model.register_forward_hook(hook)
-    live = LiveServer(create_app(served))
+    app = create_app(served)
+    live = LiveServer(app)
     try:
         with live:
+            _wait_for(lambda: app.state.engine.ready)  # the warm-up's forward passes are done
+            served.model.register_forward_hook(hook)
             events = _stream_through_shutdown(live, gate)
     finally:
         gate.set()

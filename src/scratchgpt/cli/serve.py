@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -43,9 +44,23 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     add_quantize_flag(p)
+    p.add_argument(
+        "--slots",
+        type=positive_int,
+        default=8,
+        help="choices decoded at once by continuous batching (default 8); each slot holds a "
+        "KV cache of the model's context length",
+    )
     p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")
     p.add_argument(
         "--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)"
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        default=30.0,
+        help="on SIGTERM or Ctrl-C: seconds to let running requests finish before they are "
+        "cancelled (default 30); the server stops accepting at once and exits 0",
     )
     p.add_argument(
         "--max-body-bytes", type=positive_int, default=1_000_000, help="larger bodies get 413"
@@ -98,8 +113,24 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_body_bytes=args.max_body_bytes,
         truncate_history=args.truncate_history,
+        slots=args.slots,
+        shutdown_grace=args.shutdown_timeout,
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    # One line per request on stderr (see scratchgpt.serving.engine).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    request_log = logging.getLogger("scratchgpt.serving")
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    # uvicorn handles SIGTERM/SIGINT: it stops accepting, waits up to timeout_graceful_shutdown
+    # for the replies in flight, then the app's shutdown cancels what is left.
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=args.shutdown_timeout,
+    )
     server = uvicorn.Server(config)
 
     # Print the URL once the socket is bound (so --port 0 shows the port actually chosen).
