@@ -154,7 +154,7 @@ def test_a_trained_model(tmp_path):
     windows = ids[: (len(ids) - 1) // 32 * 32 + 1]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(40):
+    for _ in range(40):
         start = torch.randint(0, len(windows) - 33, (8,))
         x = torch.stack([windows[s : s + 32] for s in start])
         y = torch.stack([windows[s + 1 : s + 33] for s in start])

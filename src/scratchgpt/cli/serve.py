@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -122,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
     request_log = logging.getLogger("scratchgpt.serving")
     request_log.addHandler(handler)
     request_log.setLevel(logging.INFO)
-    # uvicorn handles SIGTERM/SIGINT: it stops accepting, waits up to timeout_graceful_shutdown
-    # for the replies in flight, then the app's shutdown cancels what is left.
+    # uvicorn handles SIGTERM/SIGINT: it stops accepting and waits for the replies in flight
+    # (past this backstop it cancels their tasks, which would be logged as errors).
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level="warning",
-        timeout_graceful_shutdown=args.shutdown_timeout,
+        timeout_graceful_shutdown=int(args.shutdown_timeout) + 10,
     )
     server = uvicorn.Server(config)
 
@@ -151,11 +152,30 @@ def run(args: argparse.Namespace) -> int:
                 return
 
     server.startup = startup_and_announce  # type: ignore[method-assign]
+
+    # On SIGTERM/Ctrl-C the engine hears first: it refuses new requests and cancels those still
+    # running after --shutdown-timeout (their streams end with an error event), so the
+    # connections close by themselves and uvicorn, which waits for them, can exit.
+    shutdown = server.shutdown
+
+    async def shutdown_engine_first(sockets: Any = None) -> None:
+        app.state.engine.shutdown(args.shutdown_timeout)
+        await shutdown(sockets=sockets)
+
+    server.shutdown = shutdown_engine_first  # type: ignore[method-assign]
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         print(
             f"warning: listening on {args.host} without an API key: anyone who can reach this "
             "machine can use the model (see --api-key-env)",
             file=sys.stderr,
         )
+    # uvicorn handles SIGTERM while it serves (graceful shutdown), then restores the handler it
+    # found and raises the signal again: with this one, that (or a SIGTERM before serving) is a
+    # clean exit with status 0 rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     server.run()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

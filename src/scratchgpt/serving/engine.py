@@ -102,6 +102,7 @@ class GenerationJob(Job):
     pending: deque[int] = field(default_factory=deque)  # choices not started yet
     texts: dict[int, list[str]] = field(default_factory=dict)
     choices: dict[int, Choice] = field(default_factory=dict)
+    new_tokens: dict[int, int] = field(default_factory=dict)  # by choice, so far
     first_token_at: float | None = None
     last_token_at: dict[int, float] = field(default_factory=dict)
 
@@ -179,14 +180,20 @@ class Engine:
                 )
                 self._thread.start()
 
+    def shutdown(self, grace: float = 30.0) -> None:
+        """Refuse new requests from now on and cancel those still queued or running after
+        ``grace`` seconds; returns at once (an earlier deadline is kept)."""
+        with self._cond:
+            deadline = time.monotonic() + grace
+            if self._stop_by is None or deadline < self._stop_by:
+                self._stop_by = deadline
+            self._cond.notify()
+
     def stop(self, grace: float = 30.0) -> None:
-        """Finish the queued and running requests, cancelling those still running after
-        ``grace`` seconds, and wait for the worker."""
+        """:meth:`shutdown`, then wait for the worker to finish."""
         thread = self._thread
         if thread is not None and thread.is_alive():
-            with self._cond:
-                self._stop_by = time.monotonic() + grace
-                self._cond.notify()
+            self.shutdown(grace)
             thread.join(timeout=grace + 30)
         self._thread = None
 
@@ -407,6 +414,7 @@ class Engine:
             if last is not None:
                 self.metrics.inter_token.observe(now - last)
             job.last_token_at[index] = now
+            job.new_tokens[index] = ev.new_tokens
             if ev.piece:
                 job.texts[index].append(ev.piece)
                 job._put("item", (index, ev.piece))
@@ -428,7 +436,7 @@ class Engine:
             return
         now = time.monotonic()
         prompt = sum(len(s.prompt) for s in job.sequences)
-        completion = sum(c.completion_tokens for c in job.choices.values())
+        completion = sum(job.new_tokens.values())
         ttft = "-" if job.first_token_at is None else f"{job.first_token_at - job.submitted:.3f}s"
         reasons = ",".join(sorted({c.finish_reason for c in job.choices.values()})) or "-"
         finish = reasons if status == "completed" else status
