@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
         help="render chat messages in this style (default: the checkpoint's, else the model's chat template (chat), else none: a base model)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
+    p.add_argument(
+        "--dtype", choices=["fp32", "bf16"], default=None, help="weight dtype (default: as saved)"
+    )
     add_quantize_flag(p)
     p.add_argument(
         "--slots",
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "scratchgpt serve needs FastAPI and uvicorn: pip install 'scratchgpt[serve]'"
         ) from None
+    import torch
+
     from scratchgpt.serving.app import create_app
     from scratchgpt.serving.model import load_served_model
 
@@ -106,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         prompt_style=args.prompt_style,
         name=args.model_name,
         quantize=args.quantize,
+        dtype=None
+        if args.dtype is None
+        else {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype],
     )
     app = create_app(
         served,

@@ -12,14 +12,16 @@ A sequence that ends (end-of-text, a stop string, ``max_tokens``) or is removed 
 once; the next step can give it to a waiting sequence.
 
 Why a sequence's tokens never depend on its neighbours: a CPU matmul can round differently for
-different batch sizes (another kernel, another blocking of the sum), so the decode step always
-has the same shapes whatever runs: N rows (idle ones fed a dummy token that writes to a scratch
-position of the cache) and attention over every cache position, masked. With the shapes fixed,
-a row's result is computed by the same instructions in the same order whatever the other rows
-hold (tests check it for the matmuls and for whole sequences). A prefill runs on its sequence
+different batch sizes (another kernel, another blocking of the sum), so every matmul with the
+weights runs at the same shape whatever runs: N rows, idle ones fed a dummy token (whose
+key/value go to a scratch position of the cache). With the shape fixed, a row's result is
+computed by the same instructions in the same order whatever the other rows hold (tests check
+it for the matmuls and for whole sequences). Attention, which has no weights, runs row by row
+over the row's own filled positions, exactly as if the row were alone (a batched, masked
+attention over a shared length would round by that length). A prefill runs on its sequence
 alone (batch 1, its own chunks), and sampling runs row by row with the sequence's own generator.
-The cost: every step reads the whole cache (``max_len`` positions per slot), which a
-variable-shape batch would not.
+The cost: the weight matmuls always compute N rows, useful or not, and N small attention calls
+per layer replace one batched call.
 """
 
 from __future__ import annotations
@@ -110,7 +112,6 @@ class SlotDecoder:
             self.cache = SlotKVCache.for_model(model, slots, max_len)
         self.max_len = self.cache.max_len
         self.device = self.cache.keys.device
-        self._positions = torch.arange(self.max_len + 1, device=self.device)
         vocab = int(model.cfg.vocab_size)
         limit = getattr(tokenizer, "vocab_size", None)
         # Ids the tokenizer cannot decode are never sampled (an embedding table may be larger).
@@ -181,23 +182,15 @@ class SlotDecoder:
     def _decode(self, slots: list[int]) -> list[SlotEvent]:
         n, scratch = self.slots, self.cache.scratch
         tokens = [0] * n
-        where = [scratch] * n  # idle rows write to (and see only) the scratch position
+        where = [scratch] * n  # idle rows write to the scratch position
         for s in slots:
             seq = self.active[s]
             tokens[s], where[s] = seq.next_token, seq.length  # type: ignore[call-overload]
-        write = torch.tensor(where, dtype=torch.long, device=self.device)
-        idle = write == scratch
-        allowed = self._positions[None, :] <= write[:, None]  # (N, max_len + 1)
-        allowed[idle, :scratch] = False
-        self.cache.write_pos = write
+        self.cache.set_rows(where, [w != scratch for w in where])
         x = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]  # (N, 1)
-        pos = torch.where(idle, 0, write)[:, None]  # (N, 1)
+        pos = torch.tensor([0 if w == scratch else w for w in where], device=self.device)
         logits = self.model(
-            x,
-            position_ids=pos,
-            kv_cache=self.cache,
-            attention_allowed=allowed[:, None, None, :],
-            last_token_only=True,
+            x, position_ids=pos[:, None], kv_cache=self.cache, last_token_only=True
         )  # (N, 1, V)
         events = []
         for s in slots:

@@ -130,7 +130,6 @@ class GPTModel(DecoderModel):
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | SlotKVCache | None = None,
         last_token_only: bool = False,
-        attention_allowed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T).
 
@@ -138,16 +137,15 @@ class GPTModel(DecoderModel):
         positions (left-padded batches). position_ids: (B, T), defaults to consecutive positions
         after the cached ones. kv_cache: reads past keys/values and appends the new ones.
         last_token_only: compute logits for the last position only (generation).
-        attention_allowed: (B, 1, T, S) bool, True where a query may see a key, over every key
-        the cache returns; given, it replaces the mask built from attention_mask (a
-        :class:`SlotKVCache`, whose rows sit at different positions).
+        A :class:`SlotKVCache` (continuous batching) takes one token per row, each row at its
+        own ``position_ids``; attention then runs row by row over each row's own cache.
         """
         t, past, position_ids = self.positions(in_idx, kv_cache, position_ids)
         x = self.tok_emb(in_idx) + self.pos_emb(position_ids)  # (B, T, E)
         x = self.drop_emb(x)
 
-        allowed = attention_allowed
-        if allowed is None and attention_mask is not None:
+        allowed = None
+        if attention_mask is not None:
             allowed = self._allowed(attention_mask, t, past)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, kv_cache, i, allowed)

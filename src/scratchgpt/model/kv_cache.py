@@ -95,15 +95,15 @@ class KVCache:
 class SlotKVCache:
     """Keys/values of ``slots`` independent sequences, each row at its own position.
 
-    Storage is (layers, slots, H, max_len + 1, hd): positions 0..max_len-1 hold a sequence,
-    the extra last position is scratch space where idle rows write during a decode step (so a
-    decode step never touches a row that is being prefilled). It starts zeroed: attention
-    multiplies the values of masked positions by 0, and 0 * NaN (uninitialised memory) is NaN.
+    Storage is (layers, slots, H, max_len + 1, hd): positions 0..max_len-1 hold a sequence, the
+    extra last position is scratch space where idle rows write during a decode step (so a
+    decode step never touches a row that is being prefilled).
 
     A decode step feeds one token per row: ``write_pos`` (slots,) says where each row's new
-    key/value goes, :meth:`update` writes it there and returns every position of every row, and
-    the caller's ``attention_allowed`` mask says which a row may see. ``pos`` stays 0: the
-    shared position count of :class:`KVCache` has no meaning here (positions are per row).
+    key/value goes (:meth:`update` writes all rows at once) and ``active`` which rows hold a
+    sequence; attention then runs row by row over that row's own filled positions
+    (:meth:`rows`), so what a row computes never depends on the other rows or on the cache's
+    size. ``pos`` stays 0: the shared position count of :class:`KVCache` has no meaning here.
     """
 
     def __init__(
@@ -118,14 +118,17 @@ class SlotKVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layers, slots, n_heads, max_len + 1, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # Uninitialised, as KVCache: attention reads only positions a row has written.
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
         self.slots = slots
         self.max_len = max_len
         self.scratch = max_len  # the position idle rows write to
         self.pos = 0
-        self.rows = torch.arange(slots, device=device)
+        self._all_rows = torch.arange(slots, device=device)
         self.write_pos = torch.full((slots,), max_len, dtype=torch.long, device=device)
+        self.active: list[bool] = [False] * slots
+        self._lengths: list[int] = [0] * slots
 
     @classmethod
     def for_model(
@@ -152,14 +155,30 @@ class SlotKVCache:
             self.keys[:, row : row + 1], self.values[:, row : row + 1], self.max_len
         )
 
+    def set_rows(self, write_pos: list[int], active: list[bool]) -> None:
+        """Before a decode step: where each row writes its new token (idle rows: the scratch
+        position) and which rows hold a sequence."""
+        self.write_pos = torch.tensor(write_pos, dtype=torch.long, device=self.keys.device)
+        self.active = list(active)
+        self._lengths = [p + 1 for p in write_pos]
+
     def update(
         self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; return every
-        position of every row, (slots, H, max_len + 1, hd)."""
-        self.keys[layer_idx, self.rows, :, self.write_pos] = keys[:, :, 0]
-        self.values[layer_idx, self.rows, :, self.write_pos] = values[:, :, 0]
+        """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; returns the
+        layer's whole storage (attention reads it through :meth:`rows`)."""
+        self.keys[layer_idx, self._all_rows, :, self.write_pos] = keys[:, :, 0]
+        self.values[layer_idx, self._all_rows, :, self.write_pos] = values[:, :, 0]
         return self.keys[layer_idx], self.values[layer_idx]
+
+    def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions."""
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        return [
+            (r, k[r : r + 1, :, :n], v[r : r + 1, :, :n])
+            for r, (on, n) in enumerate(zip(self.active, self._lengths))
+            if on
+        ]
 
     def advance(self, n: int) -> None:
         """Nothing to do: the caller moves each row's ``write_pos`` itself."""

@@ -134,15 +134,14 @@ class LlamaModel(DecoderModel):
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | SlotKVCache | None = None,
         last_token_only: bool = False,
-        attention_allowed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T); arguments as GPTModel's."""
         t, past, position_ids = self.positions(in_idx, kv_cache, position_ids)
         x = self.drop_emb(self.tok_emb(in_idx))  # (B, T, E)
         cos, sin = self.rope(position_ids, x.dtype)  # (1 or B, 1, T, hd)
 
-        allowed = attention_allowed
-        if allowed is None and attention_mask is not None:
+        allowed = None
+        if attention_mask is not None:
             allowed = causal_allowed(attention_mask, t, past)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cos, sin, kv_cache, i, allowed)

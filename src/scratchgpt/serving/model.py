@@ -54,11 +54,13 @@ def load_served_model(
     prompt_style: str | None = None,
     name: str | None = None,
     quantize: str | None = None,
+    dtype: Any = None,
 ) -> ServedModel:
     """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
     classifier checkpoint (its config has ``num_classes``) becomes a classifier, anything else a
     language model. ``classifier`` is then the :class:`scratchgpt.weights.LoadedModel`, which
-    :func:`scratchgpt.tasks.classify.classify` takes as it is."""
+    :func:`scratchgpt.tasks.classify.classify` takes as it is. ``dtype`` (a torch dtype, or
+    None: as saved) is the weights' dtype."""
     import torch
 
     from scratchgpt.errors import ConfigError
@@ -68,7 +70,7 @@ def load_served_model(
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
     p = Path(path)
-    loaded = load_model(p, device=device, quantize=quantize)
+    loaded = load_model(p, device=device, quantize=quantize, dtype=dtype)
     meta = dict(loaded.metadata)
     model_name = name or (p.resolve().name if p.exists() else str(path))
     created = int(loaded.path.stat().st_mtime) if loaded.path.exists() else 0
