@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scratchgpt.generation.slots import SlotRequest
 from scratchgpt.serving import create_app, load_served_model, routes
-from scratchgpt.serving.engine import Engine, JobCancelledError
+from scratchgpt.serving.engine import Engine, JobCancelledError, QueueFullError
 from test_serving import LiveServer, _wait_for, httpx, make_checkpoints
 
 
@@ -256,3 +256,25 @@ def test_engine_runs_each_family_in_batches(tmp_path):
             alone = [ask(live.url, b) for b in bodies]
             with ThreadPoolExecutor(4) as pool:
                 assert list(pool.map(lambda b: ask(live.url, b), bodies)) == alone
+
+
+def test_engine_refuses_new_requests_once_shutting_down(base):
+    engine = Engine(slots=1)
+    engine.start()
+    engine.shutdown(grace=5)
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(QueueFullError, match="shutting down"):
+            engine.submit_generation(base.model, base.tokenizer, [SlotRequest([1], 2)], loop=loop)
+        assert engine.stats["rejected"] == 1
+        engine.stop()  # stopped: a new start serves again
+        job = engine.submit_generation(base.model, base.tokenizer, [SlotRequest([1], 2)], loop=loop)
+
+        async def result():
+            return [event async for event in job.events()][-1]
+
+        kind, choices = loop.run_until_complete(result())
+    finally:
+        engine.stop()
+        loop.close()
+    assert kind == "done" and choices[0].completion_tokens == 2

@@ -131,7 +131,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._stop_by: float | None = None  # set by stop(): cancel what runs past it
+        self._stop_by: float | None = None  # set by shutdown(): cancel what runs past it
         self._jobs: list[GenerationJob] = []  # started: choices pending or in slots
         self._owner: dict[int, tuple[GenerationJob, int]] = {}  # slot -> (job, choice)
         self._model: Any = None
@@ -171,10 +171,10 @@ class Engine:
         return self._fn_running or bool(self._owner)
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
+        """Start the worker thread (idempotent; after :meth:`shutdown`, only :meth:`stop`
+        makes the engine take requests again)."""
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
-                self._stop_by = None
                 self._thread = threading.Thread(
                     target=self._work, name="scratchgpt-generation", daemon=True
                 )
@@ -196,6 +196,7 @@ class Engine:
             self.shutdown(grace)
             thread.join(timeout=grace + 30)
         self._thread = None
+        self._stop_by = None  # stopped: a later start() serves again
 
     def submit(
         self,
@@ -241,7 +242,10 @@ class Engine:
     def _enqueue(self, job: Job) -> Job:
         self.start()
         with self._cond:
-            if len(self._waiting) >= self.max_queue or self._stop_by is not None:
+            if self._stop_by is not None:
+                self._count("rejected")
+                raise QueueFullError("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
                 self._count("rejected")
                 raise QueueFullError(f"{self.max_queue} requests are already waiting")
             self._waiting.append(job)
