@@ -16,7 +16,7 @@ Columns:
 - aggregate tokens/s: all completion tokens / wall time.
 The reference row is ``stream_generate`` on the same model and prompt without a server.
 
-    python benchmarks/serving.py [--quick] [--new-tokens 64] [--requests 2] [--threads 2]
+    python benchmarks/serving.py [--quick] [--new-tokens 64] [--requests 2] [--threads 2] [--slots 8]
 
 ``--target`` runs the continuous-batching target instead: gpt2-small with random weights in the
 released layout (a transformers ``GPT2LMHeadModel`` saved as a Hugging Face folder, as
@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--levels", default="1,4,16", help="concurrent clients, comma-separated")
+    ap.add_argument("--slots", type=int, default=8, help="the server's slots (default 8)")
     ap.add_argument("--target", action="store_true", help="gpt2-small, 1 vs 8 clients (above)")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="--target only")
     args = ap.parse_args()
@@ -196,7 +197,8 @@ def main() -> None:
         save_checkpoint(path, model, get_tokenizer("gpt2"))
         served = load_served_model(path)
     n_params = sum(p.numel() for p in served.model.parameters())
-    print(f"model: mini preset, {n_params / 1e6:.1f}M parameters, {args.new_tokens} new tokens")
+    print(f"model: mini preset, {n_params / 1e6:.1f}M parameters, {args.new_tokens} new tokens; "
+          f"{args.slots} slots")  # fmt: skip
 
     # Reference: the same generation without HTTP, one prompt at a time, measured as the
     # clients measure (tokens/s between the first and the last piece), median of 3.
@@ -213,7 +215,8 @@ def main() -> None:
     ref = statistics.median(r[1] for r in runs)
     ref_total = statistics.median(r[2] for r in runs)
 
-    server, thread, url = start_server(create_app(served, max_queue=64, timeout=600))
+    app = create_app(served, max_queue=64, timeout=600, slots=args.slots)
+    server, thread, url = start_server(app)
     try:
         one_request(url, served.name, 4, 0)  # warm-up
         rows = [

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from scratchgpt.errors import ConfigError
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError(
             "scratchgpt serve needs FastAPI and uvicorn: pip install 'scratchgpt[serve]'"
@@ -125,6 +125,26 @@ def run(args: argparse.Namespace) -> int:
         slots=args.slots,
         shutdown_grace=args.shutdown_timeout,
     )
+    server = _server(app, served, args)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        print(
+            f"warning: listening on {args.host} without an API key: anyone who can reach this "
+            "machine can use the model (see --api-key-env)",
+            file=sys.stderr,
+        )
+    # uvicorn handles SIGTERM while it serves (graceful shutdown), then restores the handler it
+    # found and raises the signal again: with this one, that (or a SIGTERM before serving) is a
+    # clean exit with status 0 rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    server.run()
+    return 0
+
+
+def _server(app: Any, served: Any, args: argparse.Namespace) -> Any:
+    """The uvicorn server of ``app``: it logs one line per request, prints the URL once bound,
+    and on SIGTERM/Ctrl-C lets the engine wind down first."""
+    import uvicorn
+
     # One line per request on stderr (see scratchgpt.serving.engine).
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -171,18 +191,7 @@ def run(args: argparse.Namespace) -> int:
         await shutdown(sockets=sockets)
 
     server.shutdown = shutdown_engine_first  # type: ignore[method-assign]
-    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        print(
-            f"warning: listening on {args.host} without an API key: anyone who can reach this "
-            "machine can use the model (see --api-key-env)",
-            file=sys.stderr,
-        )
-    # uvicorn handles SIGTERM while it serves (graceful shutdown), then restores the handler it
-    # found and raises the signal again: with this one, that (or a SIGTERM before serving) is a
-    # clean exit with status 0 rather than death by signal.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    server.run()
-    return 0
+    return server
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:

@@ -282,7 +282,8 @@ class Engine:
                 try:
                     events = self._decoder.step()
                 except Exception as e:  # every running request gets it; the next ones run anew
-                    self._fail_running(e)
+                    for job in list(self._jobs):
+                        self._stop_job(job, "failed", e)
                     continue
                 self._deliver(events)
 
@@ -391,10 +392,6 @@ class Engine:
             elif job.cancel_event.is_set():
                 self._stop_job(job, "cancelled", JobCancelledError("cancelled"))
 
-    def _fail_running(self, error: Exception) -> None:
-        for job in list(self._jobs):
-            self._stop_job(job, "failed", error)
-
     def _cancel_everything(self) -> None:
         """Past the shutdown grace period: end every request still queued or running."""
         error = JobCancelledError("the server is shutting down")
@@ -438,18 +435,14 @@ class Engine:
         """One line per request: id, tokens, time to first token, total time, how it ended."""
         if not isinstance(job, GenerationJob):
             return
-        now = time.monotonic()
-        prompt = sum(len(s.prompt) for s in job.sequences)
-        completion = sum(job.new_tokens.values())
-        ttft = "-" if job.first_token_at is None else f"{job.first_token_at - job.submitted:.3f}s"
-        reasons = ",".join(sorted({c.finish_reason for c in job.choices.values()})) or "-"
-        finish = reasons if status == "completed" else status
+        first = job.first_token_at
+        reasons = ",".join(sorted({c.finish_reason for c in job.choices.values()}))
         log.info(
             "request %s prompt_tokens=%d completion_tokens=%d ttft=%s total=%.3fs finish=%s",
             job.request_id or "-",
-            prompt,
-            completion,
-            ttft,
-            now - job.submitted,
-            finish,
+            sum(len(s.prompt) for s in job.sequences),
+            sum(job.new_tokens.values()),
+            "-" if first is None else f"{first - job.submitted:.3f}s",
+            time.monotonic() - job.submitted,
+            reasons if status == "completed" else status,
         )
