@@ -234,8 +234,8 @@ def test_engine_stop_cancels_what_runs_past_the_grace_period(base):
 
 
 def test_engine_runs_each_family_in_batches(tmp_path):
-    """A llama3 and a qwen3 checkpoint served: greedy answers of concurrent requests equal
-    their answers alone."""
+    """A llama3 checkpoint served with int8 weights and a qwen3 one with bf16 weights: seeded
+    answers of concurrent requests equal their answers alone."""
     from scratchgpt.config import GPTConfig
     from scratchgpt.model import build_model
     from scratchgpt.tokenizers import get_tokenizer
@@ -246,7 +246,13 @@ def test_engine_runs_each_family_in_batches(tmp_path):
         torch.manual_seed(0)
         cfg = GPTConfig.from_preset(preset, vocab_size=50257, context_length=64)
         save_checkpoint(tmp_path / preset, build_model(cfg), tok)
-        served = load_served_model(tmp_path / preset, quantize="int8")
+        llama = preset.startswith("llama")
+        served = load_served_model(
+            tmp_path / preset,
+            quantize="int8" if llama else None,
+            dtype=None if llama else torch.bfloat16,
+        )
+        assert next(served.model.parameters()).dtype == (torch.float32 if llama else torch.bfloat16)
         app = create_app(served)
         with LiveServer(app) as live:
             bodies = [

@@ -1,5 +1,6 @@
-"""What the server serves: a language model (base or instruction-tuned) or a classifier, and the
-generation and classification jobs that run on the engine's worker thread."""
+"""What the server serves: a language model (base or instruction-tuned) or a classifier; the
+classification job the engine's worker runs; and ``run_generation``, a request's generation
+without the engine (one choice after another, for Python callers; the server batches instead)."""
 
 from __future__ import annotations
 
