@@ -16,7 +16,17 @@ Columns:
 - aggregate tokens/s: all completion tokens / wall time.
 The reference row is ``stream_generate`` on the same model and prompt without a server.
 
-    python benchmarks/serving.py [--quick] [--new-tokens 64] [--requests 2] [--threads 2]
+    python benchmarks/serving.py [--quick] [--new-tokens 64] [--requests 2] [--threads 2] [--slots 8]
+
+``--target`` runs the continuous-batching target instead: gpt2-small with random weights in the
+released layout (a transformers ``GPT2LMHeadModel`` saved as a Hugging Face folder, as
+benchmarks/generation.py builds it, loaded as ``scratchgpt serve --checkpoint`` loads it),
+served with 8 slots; 1 client, then 8 concurrent clients, each streaming ``--requests`` chat
+requests of ``--new-tokens`` (default 128) tokens through the official ``openai`` client, in the
+same run. It prints both rows and the two ratios the issue sets targets for: aggregate tokens/s
+(8 clients / 1 client, target >= 4x) and median time to first token (8 / 1, target <= 2x).
+
+    python benchmarks/serving.py --target [--new-tokens 128] [--requests 2] [--dtype bf16]
 """
 
 from __future__ import annotations
@@ -102,6 +112,52 @@ def level(url: str, model: str, clients: int, requests: int, new_tokens: int) ->
     }
 
 
+def gpt2_small_released_layout(folder: str) -> None:
+    """Random gpt2-small weights saved as the released checkpoints are (a Hugging Face
+    ``GPT2LMHeadModel`` folder: Conv1D weights, fused qkv, head tied to the embedding)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    hf.save_pretrained(folder, safe_serialization=True)
+
+
+def target(args: argparse.Namespace) -> None:
+    """1 client, then 8 concurrent clients, on gpt2-small with 8 slots: the issue's ratios."""
+    from scratchgpt.serving import create_app, load_served_model
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2_small_released_layout(tmp)
+        served = load_served_model(tmp, name="gpt2-small", dtype=dtype)
+    n_params = sum(p.numel() for p in served.model.parameters())
+    print(f"model: gpt2-small (random weights, released layout), {n_params / 1e6:.1f}M "
+          f"parameters, {args.dtype}; 8 slots; {args.new_tokens} new tokens per request, "
+          f"{args.requests} requests per client")  # fmt: skip
+    app = create_app(served, max_queue=64, timeout=3600, slots=8)
+    server, thread, url = start_server(app)
+    try:
+        while not app.state.engine.ready:
+            time.sleep(0.05)
+        one_request(url, served.name, 4, 0)  # warm-up through HTTP
+        rows = [level(url, served.name, c, args.requests, args.new_tokens) for c in (1, 8)]
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    print()
+    print("| clients | requests | tokens/request | TTFT median (s) | TTFT p95 (s) "
+          "| tokens/s per client | aggregate tokens/s |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['clients']} | {r['requests']} | {r['tokens']:.0f} | {r['ttft_med']:.3f} | "
+              f"{r['ttft_p95']:.3f} | {r['rate']:.1f} | {r['agg']:.1f} |")  # fmt: skip
+    one, eight = rows
+    print(f"\naggregate tokens/s, 8 clients / 1 client: {eight['agg'] / one['agg']:.2f}x "
+          f"(target >= 4x); median TTFT, 8 / 1: {eight['ttft_med'] / one['ttft_med']:.2f}x "
+          f"(target <= 2x)")  # fmt: skip
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="16 tokens, 1 request per client")
@@ -109,9 +165,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--levels", default="1,4,16", help="concurrent clients, comma-separated")
+    ap.add_argument("--slots", type=int, default=8, help="the server's slots (default 8)")
+    ap.add_argument("--target", action="store_true", help="gpt2-small, 1 vs 8 clients (above)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="--target only")
     args = ap.parse_args()
     if args.quick:
         args.new_tokens, args.requests = 16, 1
+    elif args.target and args.new_tokens == 64:
+        args.new_tokens = 128
     torch.set_num_threads(args.threads)
 
     from scratchgpt.config import GPTConfig
@@ -126,6 +187,9 @@ def main() -> None:
           f"openai {version('openai')}; {os.cpu_count()} CPUs, torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    if args.target:
+        target(args)
+        return
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.from_preset("mini"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +197,8 @@ def main() -> None:
         save_checkpoint(path, model, get_tokenizer("gpt2"))
         served = load_served_model(path)
     n_params = sum(p.numel() for p in served.model.parameters())
-    print(f"model: mini preset, {n_params / 1e6:.1f}M parameters, {args.new_tokens} new tokens")
+    print(f"model: mini preset, {n_params / 1e6:.1f}M parameters, {args.new_tokens} new tokens; "
+          f"{args.slots} slots")  # fmt: skip
 
     # Reference: the same generation without HTTP, one prompt at a time, measured as the
     # clients measure (tokens/s between the first and the last piece), median of 3.
@@ -150,7 +215,8 @@ def main() -> None:
     ref = statistics.median(r[1] for r in runs)
     ref_total = statistics.median(r[2] for r in runs)
 
-    server, thread, url = start_server(create_app(served, max_queue=64, timeout=600))
+    app = create_app(served, max_queue=64, timeout=600, slots=args.slots)
+    server, thread, url = start_server(app)
     try:
         one_request(url, served.name, 4, 0)  # warm-up
         rows = [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -51,9 +53,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     add_dtype_flag(p)
     add_quantize_flag(p)
+    p.add_argument(
+        "--slots",
+        type=positive_int,
+        default=8,
+        help="choices decoded at once by continuous batching (default 8); each slot holds a "
+        "KV cache of the model's context length",
+    )
     p.add_argument("--max-queue", type=positive_int, default=16, help="waiting requests before 503")
     p.add_argument(
         "--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)"
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        default=30.0,
+        help="on SIGTERM or Ctrl-C: seconds to let running requests finish before they are "
+        "cancelled (default 30); the server stops accepting at once and exits 0",
     )
     p.add_argument(
         "--max-body-bytes", type=positive_int, default=1_000_000, help="larger bodies get 413"
@@ -72,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from scratchgpt.errors import ConfigError
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError(
             "scratchgpt serve needs FastAPI and uvicorn: pip install 'scratchgpt[serve]'"
@@ -107,8 +123,44 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_body_bytes=args.max_body_bytes,
         truncate_history=args.truncate_history,
+        slots=args.slots,
+        shutdown_grace=args.shutdown_timeout,
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = _server(app, served, args)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        print(
+            f"warning: listening on {args.host} without an API key: anyone who can reach this "
+            "machine can use the model (see --api-key-env)",
+            file=sys.stderr,
+        )
+    # uvicorn handles SIGTERM while it serves (graceful shutdown), then restores the handler it
+    # found and raises the signal again: with this one, that (or a SIGTERM before serving) is a
+    # clean exit with status 0 rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    server.run()
+    return 0
+
+
+def _server(app: Any, served: Any, args: argparse.Namespace) -> Any:
+    """The uvicorn server of ``app``: it logs one line per request, prints the URL once bound,
+    and on SIGTERM/Ctrl-C lets the engine wind down first."""
+    import uvicorn
+
+    # One line per request on stderr (see scratchgpt.serving.engine).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    request_log = logging.getLogger("scratchgpt.serving")
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    # uvicorn handles SIGTERM/SIGINT: it stops accepting and waits for the replies in flight
+    # (past this backstop it cancels their tasks, which would be logged as errors).
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(args.shutdown_timeout) + 10,
+    )
     server = uvicorn.Server(config)
 
     # Print the URL once the socket is bound (so --port 0 shows the port actually chosen).
@@ -129,11 +181,19 @@ def run(args: argparse.Namespace) -> int:
                 return
 
     server.startup = startup_and_announce  # type: ignore[method-assign]
-    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        print(
-            f"warning: listening on {args.host} without an API key: anyone who can reach this "
-            "machine can use the model (see --api-key-env)",
-            file=sys.stderr,
-        )
-    server.run()
-    return 0
+
+    # On SIGTERM/Ctrl-C the engine hears first: it refuses new requests and cancels those still
+    # running after --shutdown-timeout (their streams end with an error event), so the
+    # connections close by themselves and uvicorn, which waits for them, can exit.
+    shutdown = server.shutdown
+
+    async def shutdown_engine_first(sockets: Any = None) -> None:
+        app.state.engine.shutdown(args.shutdown_timeout)
+        await shutdown(sockets=sockets)
+
+    server.shutdown = shutdown_engine_first  # type: ignore[method-assign]
+    return server
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

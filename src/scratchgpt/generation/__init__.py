@@ -6,6 +6,8 @@
   (prefill into a KV cache, one token per step, left-padded batches, per-row stops).
 - :mod:`~scratchgpt.generation.text`: ``generate_text`` and ``stream_generate`` with a tokenizer.
 - :mod:`~scratchgpt.generation.stops`: the stop-string matcher both use.
+- :mod:`~scratchgpt.generation.slots`: ``SlotDecoder``, continuous batching (the server's
+  engine): many sequences decoded together, each token for token as if alone.
 """
 
 from __future__ import annotations

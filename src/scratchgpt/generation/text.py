@@ -22,6 +22,7 @@ from scratchgpt.generation.stops import StopMatcher, check_stop_strings
 __all__ = [
     "AUTO",
     "EOT",
+    "TextPieces",
     "TextStream",
     "TokenizerLike",
     "encode_prompt",
@@ -215,45 +216,71 @@ def stream_generate(
     return TextStream(dec, tokenizer, stops)
 
 
+class TextPieces:
+    """One sequence's tokens as text pieces to send: a character whose UTF-8 bytes span several
+    tokens comes out whole once complete (never as U+FFFD), the text is cut before the first stop
+    string, and text that could still become one is held back until it cannot."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = StopMatcher(list(stops))
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""  # continuation decoded so far
+        self.sent = 0  # how much of it has been handed out
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """(text to send now, whether a stop string ended in it) after the next token."""
+        piece = self._utf8.decode(token_bytes(self.tokenizer, [token]))
+        if not piece:
+            return "", False  # an incomplete character: wait for its remaining bytes
+        self.text += piece
+        stops = self.stops
+        if not stops:
+            self.sent = len(self.text)
+            return piece, False
+        # The text sent so far holds no stop string: search from just before its end.
+        start = max(0, self.sent - stops.longest)
+        cut, found = stops.cut(self.text[start:])
+        if found:
+            end = max(self.sent, start + len(cut))
+            out, self.sent = self.text[self.sent : end], end
+            return out, True
+        safe = len(self.text) - stops.held_back(self.text)
+        if safe <= self.sent:
+            return "", False
+        out, self.sent = self.text[self.sent : safe], safe
+        return out, False
+
+    def finish(self) -> tuple[str, bool]:
+        """(the rest of the text, whether a stop string cut it) once no token follows."""
+        self.text += self._utf8.decode(b"", final=True)
+        text, found = self.stops.cut(self.text)
+        out = text[self.sent :] if len(text) > self.sent else ""
+        self.sent = max(self.sent, len(text))
+        return out, found
+
+
 def _stream(
     dec: Decoder, tokenizer: Any, stops: StopMatcher[str], out: TextStream
 ) -> Iterator[str]:
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = TextPieces(tokenizer, stops.stops)
     out.finish_reason = "length"
-    text = ""  # continuation decoded so far
-    sent = 0  # how much of it has been yielded
     steps = dec.steps()
     try:
         for produced in steps:
             if not bool(produced[0]):
                 out.finish_reason = "stop"
                 break  # end-of-text
-            tok = int(dec.buf[0, dec.length - 1])
-            piece = utf8.decode(token_bytes(tokenizer, [tok]))
-            if not piece:
-                continue  # an incomplete character: wait for its remaining bytes
-            text += piece
-            if not stops:
-                sent = len(text)
+            piece, stopped = pieces.push(int(dec.buf[0, dec.length - 1]))
+            if piece:
                 yield piece
-                continue
-            # The text sent so far holds no stop string: search from just before its end.
-            start = max(0, sent - stops.longest)
-            cut, found = stops.cut(text[start:])
-            if found:
+            if stopped:
                 out.finish_reason = "stop"
-                if start + len(cut) > sent:
-                    yield text[sent : start + len(cut)]
                 return
-            safe = len(text) - stops.held_back(text)
-            if safe > sent:
-                yield text[sent:safe]
-                sent = safe
     finally:
         steps.close()
-    text += utf8.decode(b"", final=True)
-    text, found = stops.cut(text)
+    piece, found = pieces.finish()
     if found:
         out.finish_reason = "stop"
-    if len(text) > sent:
-        yield text[sent:]
+    if piece:
+        yield piece

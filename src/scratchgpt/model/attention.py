@@ -6,12 +6,15 @@ Shapes: B batch, T new tokens, S keys visible (past + new), H heads, hd head_dim
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.model.inference import InferenceLinear, run_linears
-from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import apply_rope
 
@@ -109,6 +112,11 @@ class MultiHeadAttention(nn.Module):
         queries = queries.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         keys = keys.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         values = values.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        if isinstance(kv_cache, SlotKVCache):
+            kv_cache.update(layer_idx, keys, values)
+            context = slot_attention(queries, kv_cache.rows(layer_idx), self._see_all)
+            context = context.transpose(1, 2).reshape(b, t, self.d_out)
+            return run_linears(self.fast_out, (self.out_proj,), context)[0]
         if kv_cache is not None:
             keys, values = kv_cache.update(layer_idx, keys, values)  # (B, H, S, hd)
         s = keys.shape[2]
@@ -144,6 +152,29 @@ class MultiHeadAttention(nn.Module):
 
         context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (B, T, d_out)
         return run_linears(self.fast_out, (self.out_proj,), context)[0]
+
+    def _see_all(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Queries that may see every key (one new token after its cached ones)."""
+        if plain_decode(q, k, self.training):
+            return decode_attention(q, k, v, None)
+        if self.impl == "explicit":
+            weights = torch.softmax((q @ k.transpose(2, 3)) / self.head_dim**0.5, dim=-1)
+            return weights @ v
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def slot_attention(
+    queries: torch.Tensor,
+    rows: list[tuple[int, torch.Tensor, torch.Tensor]],
+    see_all: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Attention of a decode step over a :class:`SlotKVCache`: each active row's one new query
+    (``queries`` (B, H, 1, hd)) over that row's own keys, alone, so its result depends on
+    nothing else; idle rows get zeros. Returns (B, H, 1, hd)."""
+    context = torch.zeros_like(queries)
+    for r, keys, values in rows:
+        context[r : r + 1] = see_all(queries[r : r + 1], keys, values)
+    return context
 
 
 def causal_allowed(attention_mask: torch.Tensor, t: int, past: int) -> torch.Tensor:
@@ -236,9 +267,14 @@ class GroupedQueryAttention(nn.Module):
         queries = apply_rope(queries.transpose(1, 2), cos, sin)  # (B, H, T, hd)
         keys = apply_rope(keys.transpose(1, 2), cos, sin)  # (B, G, T, hd)
         values = values.transpose(1, 2)
-        if kv_cache is not None:
-            keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
-        context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
+        if isinstance(kv_cache, SlotKVCache):
+            kv_cache.update(layer_idx, keys, values)
+            see_all = functools.partial(self._attend, allowed=None)
+            context = slot_attention(queries, kv_cache.rows(layer_idx), see_all)
+        else:
+            if kv_cache is not None:
+                keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
+            context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
         context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
         return run_linears(self.fast_out, (self.out_proj,), context)[0]
 

@@ -17,7 +17,7 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.inference import InferenceLinear, run_linears
-from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 
 
 class DecoderModel(nn.Module):
@@ -41,7 +41,10 @@ class DecoderModel(nn.Module):
         )
 
     def positions(
-        self, in_idx: torch.Tensor, kv_cache: KVCache | None, position_ids: torch.Tensor | None
+        self,
+        in_idx: torch.Tensor,
+        kv_cache: KVCache | SlotKVCache | None,
+        position_ids: torch.Tensor | None,
     ) -> tuple[int, int, torch.Tensor]:
         """(new tokens T, cached positions, position ids) of a forward pass; a ConfigError when
         the sequence would pass the context length. Positions default to the ones after the

@@ -16,7 +16,7 @@ from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import MultiHeadAttention
 from scratchgpt.model.base import DecoderModel
 from scratchgpt.model.inference import InferenceLinear, run_linears
-from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 from scratchgpt.model.lora import apply_lora
 
 
@@ -143,7 +143,7 @@ class GPTModel(DecoderModel):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
         last_token_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T).
@@ -152,6 +152,8 @@ class GPTModel(DecoderModel):
         positions (left-padded batches). position_ids: (B, T), defaults to consecutive positions
         after the cached ones. kv_cache: reads past keys/values and appends the new ones.
         last_token_only: compute logits for the last position only (generation).
+        A :class:`SlotKVCache` (continuous batching) takes one token per row, each row at its
+        own ``position_ids``; attention then runs row by row over each row's own cache.
         """
         t, past, position_ids = self.positions(in_idx, kv_cache, position_ids)
         x = self.tok_emb(in_idx) + self.pos_emb(position_ids)  # (B, T, E)

@@ -1,12 +1,26 @@
-"""A preallocated key/value cache: the prompt is processed once, then one token per step.
+"""Preallocated key/value caches: the prompt is processed once, then one token per step.
 
-Keys and values of every layer live in two tensors of shape (layers, B, H, max_len, hd), filled
-left to right; attention reads the filled prefix as a view, so a step copies only the new token.
+:class:`KVCache`: keys and values of every layer live in two tensors of shape
+(layers, B, H, max_len, hd), filled left to right; attention reads the filled prefix as a view,
+so a step copies only the new token.
+
+:class:`SlotKVCache`: the cache of a continuous-batching server, one row ("slot") per sequence,
+each row at its own position; a decode step writes each row's new token where that row is and
+attention reads every position of every row, masked (a fixed shape whatever the rows hold).
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def _device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where a model's cache lives and the dtype its attention computes in (autocast's, if on)."""
+    p = next(model.parameters())
+    dtype = p.dtype
+    if torch.is_autocast_enabled(p.device.type):
+        dtype = torch.get_autocast_dtype(p.device.type)
+    return p.device, dtype
 
 
 class KVCache:
@@ -38,17 +52,14 @@ class KVCache:
         """A cache sized for ``model`` (any scratchgpt model); max_len defaults to its context
         length. Grouped-query models store only their key/value heads."""
         cfg = model.cfg
-        p = next(model.parameters())
-        dtype = p.dtype
-        if torch.is_autocast_enabled(p.device.type):
-            dtype = torch.get_autocast_dtype(p.device.type)
+        device, dtype = _device_dtype(model)
         return cls(
             cfg.n_layers,
             batch_size,
             cfg.kv_heads,
             cfg.head_size,
             max_len or cfg.context_length,
-            device=p.device,
+            device=device,
             dtype=dtype,
         )
 
@@ -71,3 +82,103 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+
+    @classmethod
+    def over(cls, keys: torch.Tensor, values: torch.Tensor, max_len: int) -> KVCache:
+        """A cache whose storage is ``keys``/``values`` (layers, B, H, >= max_len, hd), e.g. one
+        row of a :class:`SlotKVCache`, filled from position 0."""
+        cache = cls.__new__(cls)
+        cache.keys, cache.values, cache.max_len, cache.pos = keys, values, max_len, 0
+        return cache
+
+
+class SlotKVCache:
+    """Keys/values of ``slots`` independent sequences, each row at its own position.
+
+    Storage is (layers, slots, H, max_len + 1, hd): positions 0..max_len-1 hold a sequence, the
+    extra last position is scratch space where idle rows write during a decode step (so a
+    decode step never touches a row that is being prefilled).
+
+    A decode step feeds one token per row: ``write_pos`` (slots,) says where each row's new
+    key/value goes (:meth:`update` writes all rows at once) and ``active`` which rows hold a
+    sequence; attention then runs row by row over that row's own filled positions
+    (:meth:`rows`), so what a row computes never depends on the other rows or on the cache's
+    size. ``pos`` stays 0: the shared position count of :class:`KVCache` has no meaning here.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        slots: int,
+        n_heads: int,
+        head_dim: int,
+        max_len: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (n_layers, slots, n_heads, max_len + 1, head_dim)
+        # Uninitialised, as KVCache: attention reads only positions a row has written.
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.slots = slots
+        self.max_len = max_len
+        self.scratch = max_len  # the position idle rows write to
+        self.pos = 0
+        self._all_rows = torch.arange(slots, device=device)
+        self.write_pos = torch.full((slots,), max_len, dtype=torch.long, device=device)
+        self.active: list[bool] = [False] * slots
+        self._lengths: list[int] = [0] * slots
+
+    @classmethod
+    def for_model(
+        cls, model: torch.nn.Module, slots: int, max_len: int | None = None
+    ) -> SlotKVCache:
+        """A cache of ``slots`` rows for ``model``, ``max_len`` positions each (default: the
+        model's context length)."""
+        cfg = model.cfg
+        device, dtype = _device_dtype(model)
+        return cls(
+            cfg.n_layers,
+            slots,
+            cfg.kv_heads,
+            cfg.head_size,
+            max_len or cfg.context_length,
+            device=device,
+            dtype=dtype,
+        )
+
+    def slot(self, row: int) -> KVCache:
+        """A plain :class:`KVCache` over row ``row``, empty: a prompt is prefilled through it
+        alone (batch 1), exactly as if no other row existed."""
+        return KVCache.over(
+            self.keys[:, row : row + 1], self.values[:, row : row + 1], self.max_len
+        )
+
+    def set_rows(self, write_pos: list[int], active: list[bool]) -> None:
+        """Before a decode step: where each row writes its new token (idle rows: the scratch
+        position) and which rows hold a sequence."""
+        self.write_pos = torch.tensor(write_pos, dtype=torch.long, device=self.keys.device)
+        self.active = list(active)
+        self._lengths = [p + 1 for p in write_pos]
+
+    def update(
+        self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; returns the
+        layer's whole storage (attention reads it through :meth:`rows`)."""
+        self.keys[layer_idx, self._all_rows, :, self.write_pos] = keys[:, :, 0]
+        self.values[layer_idx, self._all_rows, :, self.write_pos] = values[:, :, 0]
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions."""
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        return [
+            (r, k[r : r + 1, :, :n], v[r : r + 1, :, :n])
+            for r, (on, n) in enumerate(zip(self.active, self._lengths))
+            if on
+        ]
+
+    def advance(self, n: int) -> None:
+        """Nothing to do: the caller moves each row's ``write_pos`` itself."""

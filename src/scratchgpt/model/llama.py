@@ -23,7 +23,7 @@ from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import GroupedQueryAttention, causal_allowed
 from scratchgpt.model.base import DecoderModel
 from scratchgpt.model.inference import InferenceLinear, run_linears
-from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 from scratchgpt.model.lora import apply_lora
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import RotaryEmbedding
@@ -125,7 +125,7 @@ class LlamaModel(DecoderModel):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
         last_token_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T); arguments as GPTModel's."""

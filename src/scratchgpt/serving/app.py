@@ -2,8 +2,9 @@
 
 Endpoints: ``GET /`` (the chat page), ``GET /health``, ``GET /v1/models``,
 ``POST /v1/completions`` and ``POST /v1/chat/completions`` (language models), ``POST /v1/classify``
-(classifier checkpoints). Errors use OpenAI's shape: ``{"error": {"message", "type", "param",
-"code"}}``. Generation runs on one worker thread (:mod:`scratchgpt.serving.engine`).
+(classifier checkpoints), ``GET /metrics`` (Prometheus). Errors use OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}``. Generation runs on one worker thread with
+continuous batching (:mod:`scratchgpt.serving.engine`).
 
 The parts: request bodies in :mod:`~scratchgpt.serving.schemas`, errors in
 :mod:`~scratchgpt.serving.errors`, the routes in :mod:`~scratchgpt.serving.routes` (each callable
@@ -37,18 +38,24 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     engine: Engine | None = None,
     truncate_history: bool = True,
+    slots: int = 8,
+    shutdown_grace: float = 30.0,
 ) -> FastAPI:
     """The FastAPI app serving ``served``; requests to ``/v1/*`` need ``Authorization: Bearer
     api_key`` when a key is given. At most ``max_queue`` requests wait (503 beyond), each may
     take ``timeout`` seconds, bodies over ``max_body_bytes`` get 413. ``truncate_history``: chat
-    requests drop their oldest turns to fit the context unless they say otherwise."""
-    eng = engine or Engine(max_queue=max_queue, timeout=timeout)
+    requests drop their oldest turns to fit the context unless they say otherwise. ``slots``
+    choices are decoded at once (continuous batching); at shutdown, requests still running
+    after ``shutdown_grace`` seconds are cancelled."""
+    eng = engine or Engine(max_queue=max_queue, timeout=timeout, slots=slots)
+    if served.kind == "completion":
+        eng.load(served.model, served.tokenizer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        eng.start()
+        eng.start()  # warms the model up on the worker; /health says ready once done
         yield
-        eng.stop()
+        eng.stop(shutdown_grace)
 
     app = FastAPI(
         title="scratchgpt",

@@ -36,13 +36,16 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "loading"]
+    ready: bool
     model: str
     kind: Literal["completion", "classifier"]
     api_key_required: bool
     queued: int
     running: bool
     max_queue: int
+    slots: int
+    active_slots: int
 
 
 class Usage(BaseModel):

@@ -59,6 +59,7 @@ async def collect(job: Job, request: Request, timeout: float) -> Any:
         raise timeout_error(timeout) from None
     finally:
         watcher.cancel()
+        job.cancel()  # a no-op once finished; frees the slots if this task was cancelled
     raise APIError(500, "the generation ended without a result", "server_error")
 
 

@@ -1,5 +1,6 @@
-"""What the server serves: a language model (base or instruction-tuned) or a classifier, and the
-generation and classification jobs that run on the engine's worker thread."""
+"""What the server serves: a language model (base or instruction-tuned) or a classifier; the
+classification job the engine's worker runs; and ``run_generation``, a request's generation
+without the engine (one choice after another, for Python callers; the server batches instead)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def load_served_model(
     """Load a checkpoint folder, run folder or Hugging Face GPT-2 folder for serving; a
     classifier checkpoint (its config has ``num_classes``) becomes a classifier, anything else a
     language model. ``classifier`` is then the :class:`scratchgpt.weights.LoadedModel`, which
-    :func:`scratchgpt.tasks.classify.classify` takes as it is."""
+    :func:`scratchgpt.tasks.classify.classify` takes as it is. ``dtype`` (a torch dtype, or
+    None: as saved) is the weights' dtype."""
     import torch
 
     from scratchgpt.errors import ConfigError

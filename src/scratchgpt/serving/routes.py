@@ -9,16 +9,17 @@ be called alone: ``await health(served=..., engine=...)``. Three routers group t
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hmac
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from scratchgpt.generation import SamplingConfig, encode_prompt
+from scratchgpt.generation import SamplingConfig, encode_prompt, stop_ids
+from scratchgpt.generation.slots import SlotRequest
 from scratchgpt.serving.documents import (
     ChatResponse,
     ClassifyResponse,
@@ -28,15 +29,15 @@ from scratchgpt.serving.documents import (
     ModelList,
     documented,
 )
-from scratchgpt.serving.engine import Engine, Job
-from scratchgpt.serving.errors import APIError
+from scratchgpt.serving.engine import Engine, Job, QueueFullError
+from scratchgpt.serving.errors import APIError, queue_full_error
 from scratchgpt.serving.history import fit_chat, turn_starts
 from scratchgpt.serving.jobs import collect, event_stream, submit
+from scratchgpt.serving.metrics import CONTENT_TYPE
 from scratchgpt.serving.model import (
     ServedModel,
     classify_texts,
     message_text,
-    run_generation,
 )
 from scratchgpt.serving.responses import ChatFormat, CompletionFormat, response_head
 from scratchgpt.serving.schemas import (
@@ -170,24 +171,43 @@ def get_key_required(request: Request) -> bool:
     return request.app.state.api_key is not None
 
 
-@common.get("/health", response_model=None, responses=documented(Health, "the server's state"))
+@common.get(
+    "/health",
+    response_model=None,
+    responses={
+        **documented(Health, "the server's state: ready"),
+        503: {"model": Health, "description": "the model is still warming up"},
+    },
+)
 async def health(
     served: Served,
     engine: EngineDep,
     key_required: Annotated[bool, Depends(get_key_required)] = False,
-) -> dict[str, Any]:
-    """Liveness, the queue's state, and whether ``/v1/*`` needs an API key (the chat page asks
-    for one before its first request)."""
-    return {
-        "status": "ok",
+) -> dict[str, Any] | JSONResponse:
+    """Liveness and readiness (503 with status "loading" until the model is warmed up), the
+    queue's and slots' state, and whether ``/v1/*`` needs an API key (the chat page asks for
+    one before its first request)."""
+    ready = engine.ready
+    state = {
+        "status": "ok" if ready else "loading",
+        "ready": ready,
         "model": served.name,
         "kind": served.kind,
         "api_key_required": key_required,
         "queued": engine.queued,
         "running": engine.running,
         "max_queue": engine.max_queue,
+        "slots": engine.slots,
+        "active_slots": engine.active_slots,
         **engine.stats,
     }
+    return state if ready else JSONResponse(state, status_code=503)
+
+
+@common.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+async def metrics(engine: EngineDep) -> Response:
+    """The engine's metrics in the Prometheus text format (see scratchgpt.serving.metrics)."""
+    return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
 
 
 @common.get(
@@ -286,18 +306,31 @@ def start_generation(
     prompts: list[list[int]],
     max_tokens: int,
     stop: list[str],
+    request_id: str = "",
 ) -> Job:
-    """Queue the generation job of a request."""
-    job = functools.partial(
-        run_generation,
-        served,
-        prompts,
-        n=body.n,
-        max_tokens=max_tokens,
-        sampling=sampling_of(body),
-        stop=stop,
-    )
-    return submit(engine, lambda emit, should_stop: job(emit=emit, should_stop=should_stop))
+    """Queue the generation of a request: ``n`` choices of each prompt (choice ``i * n + j``;
+    a seeded request's choice ``j`` uses ``seed + j``), each decoded in its own slot."""
+    sampling = sampling_of(body)
+    eos = tuple(stop_ids(served.tokenizer))
+    sequences = [
+        SlotRequest(
+            ids,
+            max_tokens,
+            dataclasses.replace(
+                sampling, seed=None if sampling.seed is None else sampling.seed + j
+            ),
+            eos,
+            tuple(stop),
+        )
+        for ids in prompts
+        for j in range(body.n)
+    ]
+    try:
+        return engine.submit_generation(
+            served.model, served.tokenizer, sequences, request_id=request_id
+        )
+    except QueueFullError as e:
+        raise queue_full_error(e, engine.retry_after()) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +354,9 @@ async def completions(
     max_tokens = token_budget(
         served, prompts, body.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, "prompt"
     )
-    job = start_generation(served, engine, body, prompts, max_tokens, stop_strings(body, []))
     head = response_head("cmpl", "text_completion", served.name)
+    stop = stop_strings(body, [])
+    job = start_generation(served, engine, body, prompts, max_tokens, stop, head["id"])
     fmt = CompletionFormat(head, prompts, body.n, body.include_usage)
     if body.stream:
         return event_stream(job, fmt, len(prompts) * body.n, engine.timeout)
@@ -358,9 +392,9 @@ async def chat_completions(
     hint = ", or send truncate_history: true to drop the oldest turns" if could_drop else ""
     max_tokens = token_budget(served, prompts, asked, DEFAULT_CHAT_MAX_TOKENS, "messages", hint)
     stop = stop_strings(body, chat.stop)
-    job = start_generation(served, engine, body, prompts, max_tokens, stop)
     kind = "chat.completion.chunk" if body.stream else "chat.completion"
     head = response_head("chatcmpl", kind, served.name)
+    job = start_generation(served, engine, body, prompts, max_tokens, stop, head["id"])
     fmt = ChatFormat(head, prompts, body.n, body.include_usage, chat.dropped)
     if body.stream:
         return event_stream(job, fmt, body.n, engine.timeout)
