@@ -178,6 +178,28 @@ def test_a_trained_model(tmp_path):
 # Slots
 
 
+def test_short_prompts_that_arrive_together_start_in_one_step_and_long_ones_in_chunks():
+    """Each step prefills the joining sequences' next chunks, first come first served, while
+    they fit in one chunk's budget: three 3-token prompts start together (budget 8), a 20-token
+    prompt takes one 8-token chunk per step, cut from its own prompt."""
+    model = tiny("tiny", context=64)
+    dec = SlotDecoder(model, TOK, slots=4, prefill_chunk=8)
+    short = [dec.add(SlotRequest([i + 1, i + 2, i + 3], 4)) for i in range(2)]
+    first = dec.step()  # two short prompts (6 tokens): both prefilled, each samples a token
+    assert sorted(e.slot for e in first) == short
+    long = dec.add(SlotRequest(list(range(1, 21)), 4))
+    late = dec.add(SlotRequest([7, 8, 9], 4))
+    lengths = []
+    for _ in range(3):
+        dec.step()
+        lengths.append(
+            (dec.active[long].length, dec.active[late].length if late in dec.active else None)
+        )
+    # The long prompt's chunks are 8, 8, 4 tokens; the late short one waits while the long
+    # one's chunk fills the budget, then is prefilled in the step where the last 4 leave room.
+    assert lengths == [(8, 0), (16, 0), (20, 3)]
+
+
 def test_slots_free_at_once_and_are_reused():
     model = tiny("tiny", context=64)
     dec = SlotDecoder(model, TOK, slots=2, prefill_chunk=4)

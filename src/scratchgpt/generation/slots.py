@@ -5,8 +5,11 @@ sequence. A sequence joins by taking a free slot; each :meth:`SlotDecoder.step` 
 
 - one decode forward pass over all N rows, one token per row that is decoding, each row at its
   own position with its own attention mask and its own sampling options and random generator;
-- at most one prefill chunk (``prefill_chunk`` prompt tokens) of one joining sequence, so the
-  running rows wait at most one chunk.
+- prefill chunks of the joining sequences, first come first served, up to ``prefill_chunk``
+  prompt tokens in all (at least one chunk), so the running rows wait at most about one chunk
+  while several short prompts that arrive together all start in the same step. A sequence's
+  chunks are cut from its own prompt alone (``prefill_chunk`` tokens each), never by what else
+  is joining.
 
 A sequence that ends (end-of-text, a stop string, ``max_tokens``) or is removed frees its slot at
 once; the next step can give it to a waiting sequence.
@@ -154,24 +157,35 @@ class SlotDecoder:
         self.active.pop(slot, None)
 
     def step(self) -> list[SlotEvent]:
-        """One decode pass over the decoding slots, then one prefill chunk of the joining
-        sequence that came first; the events of the tokens sampled."""
+        """One decode pass over the decoding slots, then prefill chunks of the joining sequences
+        in the order they came, while their tokens fit in one chunk's budget (at least one);
+        the events of the tokens sampled."""
         with torch.inference_mode():
             events = []
             decoding = [s for s, seq in self.active.items() if seq.next_token is not None]
             if decoding:
                 events += self._decode(decoding)
             joining = [s for s, seq in self.active.items() if seq.prefilling]
-            if joining:
-                event = self._prefill_chunk(min(joining, key=lambda s: self.active[s].order))
+            budget = self.prefill_chunk
+            for slot in sorted(joining, key=lambda s: self.active[s].order):
+                size = self._next_chunk(slot)
+                if size > budget and budget < self.prefill_chunk:
+                    break  # the budget is spent: the next chunk waits for the next step
+                budget -= size
+                event = self._prefill_chunk(slot)
                 if event is not None:
                     events.append(event)
             return events
 
+    def _next_chunk(self, slot: int) -> int:
+        """Tokens in ``slot``'s next prefill chunk: cut from its own prompt alone."""
+        seq = self.active[slot]
+        return min(len(seq.request.prompt), seq.length + self.prefill_chunk) - seq.length
+
     def _prefill_chunk(self, slot: int) -> SlotEvent | None:
         seq = self.active[slot]
         prompt = seq.request.prompt
-        end = min(len(prompt), seq.length + self.prefill_chunk)
+        end = seq.length + self._next_chunk(slot)
         x = torch.tensor([prompt[seq.length : end]], dtype=torch.long, device=self.device)
         logits = self.model(x, kv_cache=seq.cache, last_token_only=True)  # (1, 1, V)
         seq.length = end
