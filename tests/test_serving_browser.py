@@ -176,6 +176,13 @@ def gated(tmp_path_factory):
 
     served.model.register_forward_hook(hook)
     with LiveServer(create_app(served)) as live:
+        # The engine's warm-up runs forward passes of its own: count only the request's, so the
+        # reply halts after its prefill and two decode steps, with text on the page.
+        deadline = time.monotonic() + 120
+        while not live.app.state.engine.ready:
+            assert time.monotonic() < deadline, "the engine did not finish warming up"
+            time.sleep(0.05)
+        calls.clear()
         try:
             yield live, gate
         finally:
