@@ -30,6 +30,7 @@ per layer replace one batched call.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,15 +157,24 @@ class SlotDecoder:
         """Free ``slot`` now (a cancelled sequence); nothing of it is read again."""
         self.active.pop(slot, None)
 
-    def step(self) -> list[SlotEvent]:
+    def step(self, emit: Callable[[list[SlotEvent]], None] | None = None) -> list[SlotEvent]:
         """One decode pass over the decoding slots, then prefill chunks of the joining sequences
         in the order they came, while their tokens fit in one chunk's budget (at least one);
-        the events of the tokens sampled."""
+        the events of the tokens sampled. With ``emit``, each pass's events go to it as soon as
+        they exist (a sequence's first token need not wait for the other prefills of the step)
+        and the list returned is empty."""
+        events: list[SlotEvent] = []
+
+        def out(new: list[SlotEvent]) -> None:
+            if emit is None:
+                events.extend(new)
+            elif new:
+                emit(new)
+
         with torch.inference_mode():
-            events = []
             decoding = [s for s, seq in self.active.items() if seq.next_token is not None]
             if decoding:
-                events += self._decode(decoding)
+                out(self._decode(decoding))
             joining = [s for s, seq in self.active.items() if seq.prefilling]
             budget = self.prefill_chunk
             for slot in sorted(joining, key=lambda s: self.active[s].order):
@@ -174,8 +184,8 @@ class SlotDecoder:
                 budget -= size
                 event = self._prefill_chunk(slot)
                 if event is not None:
-                    events.append(event)
-            return events
+                    out([event])
+        return events
 
     def _next_chunk(self, slot: int) -> int:
         """Tokens in ``slot``'s next prefill chunk: cut from its own prompt alone."""

@@ -280,12 +280,13 @@ class Engine:
             self._admit()
             if self._decoder is not None and self._decoder.busy:
                 try:
-                    events = self._decoder.step()
+                    # Tokens go out as each pass makes them: a first token does not wait for
+                    # the other prefills of the step.
+                    self._decoder.step(emit=self._deliver)
                 except Exception as e:  # every running request gets it; the next ones run anew
                     for job in list(self._jobs):
                         self._stop_job(job, "failed", e)
                     continue
-                self._deliver(events)
 
     def _decoder_for(self, model: Any, tokenizer: Any) -> SlotDecoder:
         if self._decoder is None:
