@@ -1,4 +1,4 @@
-"""The project's own CPU kernel for int8 weight-only matrix products (model/csrc/int8_matvec.c):
+"""The project's own CPU kernel for int8 weight-only matrix products (model/csrc/matvec.c):
 built on first use, equal to the dequantized product up to rounding for every shape it takes,
 and replaced by PyTorch's path where it cannot be had."""
 

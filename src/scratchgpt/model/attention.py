@@ -18,32 +18,6 @@ from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import apply_rope
 
-# From this many cached keys on, a bf16 decode step on a CPU runs as plain matmuls: there
-# scaled_dot_product_attention's kernel is 2-3x slower (benchmarks/generation.py, context 1024).
-PLAIN_DECODE_FROM = 128
-
-
-def plain_decode(queries: torch.Tensor, keys: torch.Tensor, training: bool) -> bool:
-    """Whether a decode step (one query per head) should use :func:`decode_attention`."""
-    return (
-        not training
-        and queries.shape[-2] == 1
-        and queries.device.type == "cpu"
-        and queries.dtype == torch.bfloat16
-        and keys.shape[-2] >= PLAIN_DECODE_FROM
-    )
-
-
-def decode_attention(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor | None
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hd)) v for query rows (..., R, hd) against keys/values (..., S, hd)
-    as two matmuls, the softmax in fp32; ``allowed`` masks keys (padding)."""
-    scores = (queries @ keys.transpose(-2, -1)).float() * queries.shape[-1] ** -0.5
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1).to(values.dtype) @ values
-
 
 class MultiHeadAttention(nn.Module):
     """The book's MultiHeadAttention: W_query/W_key/W_value, a causal mask, out_proj.
@@ -119,6 +93,7 @@ class MultiHeadAttention(nn.Module):
             return run_linears(self.fast_out, (self.out_proj,), context)[0]
         if kv_cache is not None:
             keys, values = kv_cache.update(layer_idx, keys, values)  # (B, H, S, hd)
+        queries = queries.to(keys.dtype)  # a bf16 model's fp32 cache on a CPU (see KVCache)
         s = keys.shape[2]
 
         if self.impl == "explicit":
@@ -131,8 +106,6 @@ class MultiHeadAttention(nn.Module):
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values  # (B, H, T, hd)
-        elif plain_decode(queries, keys, self.training):
-            context = decode_attention(queries, keys, values, allowed)
         else:
             p = self.dropout.p if self.training else 0.0
             if allowed is not None:
@@ -150,13 +123,12 @@ class MultiHeadAttention(nn.Module):
                 causal = ~self.mask[s - t : s, :s]
                 context = F.scaled_dot_product_attention(queries, keys, values, causal, dropout_p=p)
 
-        context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (B, T, d_out)
+        context = context.transpose(1, 2).reshape(b, t, self.d_out).to(x.dtype)  # (B, T, d_out)
         return run_linears(self.fast_out, (self.out_proj,), context)[0]
 
     def _see_all(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Queries that may see every key (one new token after its cached ones)."""
-        if plain_decode(q, k, self.training):
-            return decode_attention(q, k, v, None)
+        q = q.to(k.dtype)  # a bf16 model's fp32 cache on a CPU (see KVCache)
         if self.impl == "explicit":
             weights = torch.softmax((q @ k.transpose(2, 3)) / self.head_dim**0.5, dim=-1)
             return weights @ v
@@ -275,7 +247,7 @@ class GroupedQueryAttention(nn.Module):
             if kv_cache is not None:
                 keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
             context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
-        context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
+        context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim).to(x.dtype)
         return run_linears(self.fast_out, (self.out_proj,), context)[0]
 
     def _attend(
@@ -287,6 +259,7 @@ class GroupedQueryAttention(nn.Module):
     ) -> torch.Tensor:
         t, s = queries.shape[2], keys.shape[2]
         p = self.dropout.p if self.training else 0.0
+        queries = queries.to(keys.dtype)  # a bf16 model's fp32 cache on a CPU (see KVCache)
         if self.impl == "explicit":
             # Each key/value head repeated for the query heads of its group: (B, H, S, hd).
             keys = keys.repeat_interleave(self.group_size, dim=1)
@@ -304,13 +277,8 @@ class GroupedQueryAttention(nn.Module):
             # no mask beyond padding (``allowed`` (B, 1, 1, S) broadcasts over the rows).
             b, g = queries.shape[0], self.num_kv_groups
             q = queries.view(b, g, self.group_size, self.head_dim)
-            if plain_decode(queries, keys, self.training):
-                context = decode_attention(q, keys, values, allowed)
-            else:
-                context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
+            context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
             return context.reshape(b, self.num_heads, 1, self.head_dim)
-        if plain_decode(queries, keys, self.training):
-            return decode_attention(queries, keys, values, allowed)
         if allowed is None and t == 1:
             # One new token sees every cached key: no mask needed.
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scratchgpt.model.cpu_kernels import bf16_matvec
 from scratchgpt.model.quantize import Int8Linear, int8_linear
 
 # The layer types a fast path can stand for.
@@ -133,12 +134,15 @@ class InferenceLinear:
         return (_nothing, ())
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        elif self.scales is not None:
+        if self.scales is not None:
             y = int8_linear(x, self.weight, self.scales, self.bias)
         else:
-            y = F.linear(x, self.weight, self.bias)
+            # A bf16 decoding step: the project's kernel (cpu_kernels), where it runs.
+            y = bf16_matvec(x, self.weight, self.bias)
+            if y is None and self.packed is not None:
+                y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            elif y is None:
+                y = F.linear(x, self.weight, self.bias)
         if len(self.sizes) == 1:
             return (y,)
         return y.split(self.sizes, dim=-1)

@@ -20,6 +20,11 @@ def _device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     dtype = p.dtype
     if torch.is_autocast_enabled(p.device.type):
         dtype = torch.get_autocast_dtype(p.device.type)
+    if p.device.type == "cpu" and dtype == torch.bfloat16:
+        # A decoding step reads the whole cache, and PyTorch's CPU attention kernels run about
+        # 3x slower on bf16 than on fp32 (benchmarks/generation.py, context 1024): a bf16 model
+        # keeps its keys and values in fp32 there and attends in fp32 (twice the cache memory).
+        dtype = torch.float32
     return p.device, dtype
 
 
@@ -167,8 +172,9 @@ class SlotKVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; returns the
         layer's whole storage (attention reads it through :meth:`rows`)."""
-        self.keys[layer_idx, self._all_rows, :, self.write_pos] = keys[:, :, 0]
-        self.values[layer_idx, self._all_rows, :, self.write_pos] = values[:, :, 0]
+        dtype = self.keys.dtype  # index_put does not cast (a bf16 model's fp32 cache)
+        self.keys[layer_idx, self._all_rows, :, self.write_pos] = keys[:, :, 0].to(dtype)
+        self.values[layer_idx, self._all_rows, :, self.write_pos] = values[:, :, 0].to(dtype)
         return self.keys[layer_idx], self.values[layer_idx]
 
     def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
