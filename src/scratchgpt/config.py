@@ -6,7 +6,8 @@ architecture: the model family (GPT-2, Llama 3.x, Qwen3), a classification head 
 and LoRA adapters (``lora``) included, so ``build_model(cfg)`` builds exactly the model whose
 weights a checkpoint holds. One config type carries every family: the fields the book's bonus
 chapters add for Llama and Qwen3 (``hidden_dim``, ``n_kv_groups``, ``head_dim``, ``rope_base``,
-``rope_scaling``, ``qk_norm``) are simply unused by GPT-2 and left out of its config.json.
+``rope_scaling``, ``qk_norm``) are simply unused by GPT-2 and left out of its config.json, and
+the mixture-of-experts fields of Qwen3-MoE (``num_experts`` ...) are left out of a dense model's.
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ class RopeScaling:
 _FAMILY_OPTIONAL = ("hidden_dim", "n_kv_groups", "head_dim", "rope_scaling")
 _FAMILY_FIELDS = ("family", *_FAMILY_OPTIONAL, "rope_base", "qk_norm")
 
+# Qwen3-MoE's mixture-of-experts fields; a dense model's config.json leaves them all out.
+_MOE_FIELDS = (
+    "num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob",
+    "decoder_sparse_step", "mlp_only_layers",
+)  # fmt: skip
+
 # Fields a saved config must give: they fix every weight's shape, so a default would build a
 # model that does not match the file (or, worse, silently does for the wrong reason).
 SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
@@ -180,6 +187,16 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's theta
     rope_scaling: RopeScaling | None = None  # Llama 3's frequency scaling
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (Qwen3)
+    # --- Mixture of experts (Qwen3-MoE; None: a dense model) ---
+    # Experts per MoE layer, and how many of them each token is routed to (top-k).
+    num_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    moe_intermediate_size: int | None = None  # width of one expert's SwiGLU
+    norm_topk_prob: bool = True  # renormalise the top-k router weights to sum to 1
+    # Layer i is a MoE layer when (i + 1) % decoder_sparse_step == 0 and i is not in
+    # mlp_only_layers; the others keep a dense SwiGLU of hidden_dim (Hugging Face's names).
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
     # Weight-only quantization of the blocks' linear layers and the head ("int8"): the stored
     # weights are int8 with per-channel scales (scratchgpt.model.quantize). None: float weights.
     quantization: Literal["int8"] | None = None
@@ -205,6 +222,7 @@ class GPTConfig:
         if not self.ln_eps > 0:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
         self._check_family()
+        self._check_moe()
         self._check_heads()
         if self.quantization not in (None, "int8"):
             raise ConfigError(
@@ -259,6 +277,65 @@ class GPTConfig:
                     "head per query head. Set family to 'llama3' or 'qwen3', or drop them"
                 )
 
+    def _check_moe(self) -> None:
+        layers = self.mlp_only_layers
+        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        object.__setattr__(self, "mlp_only_layers", layers)  # a JSON list -> a tuple
+        if self.num_experts is None:
+            extra = [
+                name
+                for name, value in (
+                    ("num_experts_per_tok", self.num_experts_per_tok is not None),
+                    ("moe_intermediate_size", self.moe_intermediate_size is not None),
+                    ("decoder_sparse_step", self.decoder_sparse_step != 1),
+                    ("mlp_only_layers", bool(layers)),
+                )
+                if value
+            ]
+            if extra:
+                raise ConfigError(
+                    f"GPTConfig: {', '.join(extra)} describe mixture-of-experts layers; set "
+                    "num_experts too, or drop them"
+                )
+            return
+        if self.family != "qwen3":
+            raise ConfigError(
+                f"GPTConfig: mixture-of-experts layers (num_experts) belong to the qwen3 family "
+                f"(Qwen3-MoE), not {self.family!r}"
+            )
+        for name in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                     "decoder_sparse_step"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"GPTConfig.{name} must be a positive integer with num_experts set, "
+                    f"got {value!r}"
+                )
+        if self.num_experts_per_tok > self.num_experts:
+            raise ConfigError(
+                f"GPTConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be at most "
+                f"num_experts ({self.num_experts})"
+            )
+        if not isinstance(self.norm_topk_prob, bool):
+            raise ConfigError(
+                f"GPTConfig.norm_topk_prob must be true or false, got {self.norm_topk_prob!r}"
+            )
+        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < self.n_layers]
+        if bad:
+            raise ConfigError(
+                f"GPTConfig.mlp_only_layers: {bad} are not layer indices 0..{self.n_layers - 1}"
+            )
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether block ``layer`` (0-based) has a mixture of experts instead of a dense
+        feed-forward (Qwen3-MoE's rule: every ``decoder_sparse_step``-th, minus
+        ``mlp_only_layers``)."""
+        return (
+            self.num_experts is not None
+            and layer not in self.mlp_only_layers
+            and (layer + 1) % self.decoder_sparse_step == 0
+        )
+
     def _check_heads(self) -> None:
         n = self.num_classes
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
@@ -308,6 +385,11 @@ class GPTConfig:
         if self.family == "gpt2":
             for key in _FAMILY_FIELDS:
                 d.pop(key, None)
+        if self.num_experts is None:
+            for key in _MOE_FIELDS:
+                del d[key]
+        else:
+            d["mlp_only_layers"] = list(self.mlp_only_layers)
         if self.lora is not None:
             d["lora"] = self.lora.to_dict()
         if self.rope_scaling is not None:
@@ -418,6 +500,17 @@ PRESETS.update(
         "qwen3-tiny": _sized(
             dict(family="qwen3", context_length=64, drop_rate=0.0, ln_eps=1e-6), 32, 4, 2, 64,
             n_kv_groups=2, head_dim=16, qk_norm=True, **_TIED,
+        ),
+        # Qwen3-MoE: 128 experts of width 768 in each of 48 layers, 8 per token (30.5B
+        # parameters, 3.3B active per token).
+        "qwen3-30b-a3b": _sized(
+            _QWEN3, 2048, 32, 48, 6144, n_kv_groups=4, num_experts=128, num_experts_per_tok=8,
+            moe_intermediate_size=768, norm_topk_prob=True,
+        ),
+        "qwen3-moe-tiny": _sized(
+            dict(family="qwen3", context_length=64, drop_rate=0.0, ln_eps=1e-6), 32, 4, 2, 64,
+            n_kv_groups=2, head_dim=16, qk_norm=True, num_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=16, **_TIED,
         ),
     }
 )  # fmt: skip
