@@ -3,6 +3,7 @@ reference, experts that run only on their tokens, the load-balancing loss, the p
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,15 +11,21 @@ import torch
 
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
+from scratchgpt.generation import generate
 from scratchgpt.model import build_model, model_stats
 from scratchgpt.model.feed_forward import SwiGLUFeedForward
+from scratchgpt.model.lora import apply_lora, merge_lora
 from scratchgpt.model.moe import (
     MoEFeedForward,
+    Router,
     expert_usage,
     load_balancing_loss,
     moe_aux_loss,
     moe_layers,
 )
+from scratchgpt.model.quantize import Int8Linear, quantize_model
+from scratchgpt.training.task import next_token_loss
+from scratchgpt.weights import load_model, save_checkpoint
 
 
 def tiny(**changes) -> GPTConfig:
@@ -162,3 +169,49 @@ def test_info_reports_active_parameters(capsys):
     assert "active per token" in capsys.readouterr().out
     assert main(["info", "--preset", "qwen3-tiny", "--json"]) == 0
     assert "active_per_token" not in json.loads(capsys.readouterr().out)["parameters"]
+
+
+def test_lora_on_attention_or_experts_trains_and_leaves_the_router_alone():
+    torch.manual_seed(5)
+    model = build_model(tiny())
+    idx = torch.randint(0, model.cfg.vocab_size, (2, 12))
+    n = apply_lora(copy.deepcopy(model), 4, 8.0, ["feed_forward"])
+    assert n == model.cfg.n_layers * model.cfg.num_experts * 3  # every expert, not the router
+    assert apply_lora(model, 4, 8.0, ["attention"]) == model.cfg.n_layers * 4
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".att." in name and ".lora." in name for name in trainable)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(3):
+        loss = next_token_loss(model, idx[:, :-1], idx[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.eval()
+    with torch.no_grad():
+        before = model(idx)
+        merge_lora(model)
+        torch.testing.assert_close(model(idx), before, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_quantizes_the_experts_not_the_router(tmp_path):
+    torch.manual_seed(6)
+    model = build_model(tiny(vocab_size=97)).eval()
+    idx = torch.randint(0, 97, (1, 10))
+    with torch.no_grad():
+        expected = model(idx)
+    quantize_model(model)
+    moe = next(moe_layers(model))
+    assert type(moe.gate) is Router and moe.gate.weight.dtype == torch.float32
+    assert all(isinstance(e.fc1, Int8Linear) for e in moe.experts)
+    with torch.no_grad():
+        got = model(idx)
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    assert generate(model, idx, 5).shape == (1, 15)
+    # A quantized checkpoint loads back as saved.
+    path = save_checkpoint(tmp_path / "q", model)
+    back = load_model(path).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx), got)
