@@ -24,6 +24,7 @@ from scratchgpt.model.moe import (
     moe_layers,
 )
 from scratchgpt.model.quantize import Int8Linear, quantize_model
+from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.task import next_token_loss
 from scratchgpt.weights import load_model, save_checkpoint
 
@@ -215,3 +216,30 @@ def test_int8_quantizes_the_experts_not_the_router(tmp_path):
     back = load_model(path).model.eval()
     with torch.no_grad():
         torch.testing.assert_close(back(idx), got)
+
+
+def _pretrain(out, *extra: str) -> list[dict]:
+    from scratchgpt.cli import main
+    from scratchgpt.training.logging import read_metrics
+
+    argv = ["pretrain", "--preset", "book-ch5", "--model", "qwen3-moe-tiny", "--max-steps", "2",
+            "--sample-tokens", "0", "--no-progress", "--no-plot", "--peak-tflops", "1",
+            "--batch-size", "2", "--max-length", "16", "--out", str(out), *extra]  # fmt: skip
+    assert main(argv) == 0
+    return [r for r in read_metrics(out / "metrics.jsonl") if "train_loss" in r]
+
+
+def test_pretraining_adds_the_load_balancing_loss_and_logs_expert_usage(tmp_path):
+    records = _pretrain(tmp_path / "run")
+    assert len(records) == 2
+    for r in records:
+        # 2 sequences x 16 tokens, 2 experts each, in both MoE layers.
+        assert len(r["expert_tokens"]) == 4 and sum(r["expert_tokens"]) == 2 * 16 * 2 * 2
+        assert r["moe_aux_loss"] >= 2.0 - 1e-5 and 1.0 <= r["expert_max_load"] <= 4.0
+    # The coefficient reaches the gradients: the same first step, a different second one.
+    off = _pretrain(tmp_path / "off", "--moe-aux-loss-coef", "0")
+    strong = _pretrain(tmp_path / "strong", "--moe-aux-loss-coef", "10")
+    assert off[0]["train_loss"] == strong[0]["train_loss"]
+    assert off[1]["train_loss"] != strong[1]["train_loss"]
+    with pytest.raises(ConfigError, match="moe_aux_loss_coef"):
+        TrainConfig(moe_aux_loss_coef=-1.0)
