@@ -6,7 +6,8 @@ architecture: the model family (GPT-2, Llama 3.x, Qwen3), a classification head 
 and LoRA adapters (``lora``) included, so ``build_model(cfg)`` builds exactly the model whose
 weights a checkpoint holds. One config type carries every family: the fields the book's bonus
 chapters add for Llama and Qwen3 (``hidden_dim``, ``n_kv_groups``, ``head_dim``, ``rope_base``,
-``rope_scaling``, ``qk_norm``) are simply unused by GPT-2 and left out of its config.json.
+``rope_scaling``, ``qk_norm``) are simply unused by GPT-2 and left out of its config.json, and
+the mixture-of-experts fields of Qwen3-MoE (``num_experts`` ...) are left out of a dense model's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from scratchgpt.errors import ConfigError
 from scratchgpt.fileio import PathLike, atomic_write_json, read_json
+from scratchgpt.model_presets import PRESETS
 
 AttentionImpl = Literal["sdpa", "explicit"]
 InitScheme = Literal["pytorch", "gpt2"]
@@ -136,6 +138,12 @@ class RopeScaling:
 _FAMILY_OPTIONAL = ("hidden_dim", "n_kv_groups", "head_dim", "rope_scaling")
 _FAMILY_FIELDS = ("family", *_FAMILY_OPTIONAL, "rope_base", "qk_norm")
 
+# Qwen3-MoE's mixture-of-experts fields; a dense model's config.json leaves them all out.
+_MOE_FIELDS = (
+    "num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob",
+    "decoder_sparse_step", "mlp_only_layers",
+)  # fmt: skip
+
 # Fields a saved config must give: they fix every weight's shape, so a default would build a
 # model that does not match the file (or, worse, silently does for the wrong reason).
 SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
@@ -180,6 +188,16 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's theta
     rope_scaling: RopeScaling | None = None  # Llama 3's frequency scaling
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (Qwen3)
+    # --- Mixture of experts (Qwen3-MoE; None: a dense model) ---
+    # Experts per MoE layer, and how many of them each token is routed to (top-k).
+    num_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    moe_intermediate_size: int | None = None  # width of one expert's SwiGLU
+    norm_topk_prob: bool = True  # renormalise the top-k router weights to sum to 1
+    # Layer i is a MoE layer when (i + 1) % decoder_sparse_step == 0 and i is not in
+    # mlp_only_layers; the others keep a dense SwiGLU of hidden_dim (Hugging Face's names).
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
     # Weight-only quantization of the blocks' linear layers and the head ("int8"): the stored
     # weights are int8 with per-channel scales (scratchgpt.model.quantize). None: float weights.
     quantization: Literal["int8"] | None = None
@@ -205,6 +223,7 @@ class GPTConfig:
         if not self.ln_eps > 0:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
         self._check_family()
+        self._check_moe()
         self._check_heads()
         if self.quantization not in (None, "int8"):
             raise ConfigError(
@@ -259,6 +278,65 @@ class GPTConfig:
                     "head per query head. Set family to 'llama3' or 'qwen3', or drop them"
                 )
 
+    def _check_moe(self) -> None:
+        layers = self.mlp_only_layers
+        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        object.__setattr__(self, "mlp_only_layers", layers)  # a JSON list -> a tuple
+        if self.num_experts is None:
+            extra = [
+                name
+                for name, value in (
+                    ("num_experts_per_tok", self.num_experts_per_tok is not None),
+                    ("moe_intermediate_size", self.moe_intermediate_size is not None),
+                    ("decoder_sparse_step", self.decoder_sparse_step != 1),
+                    ("mlp_only_layers", bool(layers)),
+                )
+                if value
+            ]
+            if extra:
+                raise ConfigError(
+                    f"GPTConfig: {', '.join(extra)} describe mixture-of-experts layers; set "
+                    "num_experts too, or drop them"
+                )
+            return
+        if self.family != "qwen3":
+            raise ConfigError(
+                f"GPTConfig: mixture-of-experts layers (num_experts) belong to the qwen3 family "
+                f"(Qwen3-MoE), not {self.family!r}"
+            )
+        for name in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                     "decoder_sparse_step"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"GPTConfig.{name} must be a positive integer with num_experts set, "
+                    f"got {value!r}"
+                )
+        if self.num_experts_per_tok > self.num_experts:
+            raise ConfigError(
+                f"GPTConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be at most "
+                f"num_experts ({self.num_experts})"
+            )
+        if not isinstance(self.norm_topk_prob, bool):
+            raise ConfigError(
+                f"GPTConfig.norm_topk_prob must be true or false, got {self.norm_topk_prob!r}"
+            )
+        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < self.n_layers]
+        if bad:
+            raise ConfigError(
+                f"GPTConfig.mlp_only_layers: {bad} are not layer indices 0..{self.n_layers - 1}"
+            )
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether block ``layer`` (0-based) has a mixture of experts instead of a dense
+        feed-forward (Qwen3-MoE's rule: every ``decoder_sparse_step``-th, minus
+        ``mlp_only_layers``)."""
+        return (
+            self.num_experts is not None
+            and layer not in self.mlp_only_layers
+            and (layer + 1) % self.decoder_sparse_step == 0
+        )
+
     def _check_heads(self) -> None:
         n = self.num_classes
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
@@ -308,6 +386,11 @@ class GPTConfig:
         if self.family == "gpt2":
             for key in _FAMILY_FIELDS:
                 d.pop(key, None)
+        if self.num_experts is None:
+            for key in _MOE_FIELDS:
+                del d[key]
+        else:
+            d["mlp_only_layers"] = list(self.mlp_only_layers)
         if self.lora is not None:
             d["lora"] = self.lora.to_dict()
         if self.rope_scaling is not None:
@@ -352,75 +435,14 @@ class GPTConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GPTConfig:
-        """A named preset (see PRESETS), optionally with some fields changed."""
+        """A named preset (see :data:`scratchgpt.model_presets.PRESETS`), optionally with some
+        fields changed."""
         try:
             base = PRESETS[name]
         except KeyError:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
         return cls.from_dict({**base, **overrides}, source=f"preset {name!r}")
 
-
-# The four GPT-2 sizes use the book's settings (qkv_bias False, untied head, dropout 0.1), so
-# `info --preset gpt2-small` reproduces the book's parameter counts. Loading OpenAI's weights sets
-# qkv_bias=True and tie_weights=True, as the released models have.
-PRESETS: dict[str, dict[str, Any]] = {
-    "gpt2-small": dict(emb_dim=768, n_layers=12, n_heads=12),  # 124M
-    "gpt2-medium": dict(emb_dim=1024, n_layers=24, n_heads=16),  # 355M
-    "gpt2-large": dict(emb_dim=1280, n_layers=36, n_heads=20),  # 774M
-    "gpt2-xl": dict(emb_dim=1600, n_layers=48, n_heads=25),  # 1558M
-    # Small models for CPU work: "mini" pretrains on The Verdict in minutes on a laptop.
-    "mini": dict(
-        context_length=256, emb_dim=256, n_layers=4, n_heads=4, tie_weights=True, init="gpt2"
-    ),
-    # Tests: a few hundred thousand non-embedding parameters.
-    "tiny": dict(context_length=64, emb_dim=32, n_layers=2, n_heads=4, drop_rate=0.0),
-}
-
-# Llama 3.x and Qwen3 with the published shapes (the models' config.json on the Hugging Face
-# hub); `info --preset` reproduces their parameter counts. No dropout, as released.
-_LLAMA3 = dict(
-    family="llama3", vocab_size=128256, context_length=131072, n_kv_groups=8,
-    rope_base=500000.0, ln_eps=1e-5, drop_rate=0.0, init="gpt2",
-)  # fmt: skip
-_LLAMA3_ROPE = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                    original_context_length=8192)  # fmt: skip
-_LLAMA3_ROPE_8B = dict(_LLAMA3_ROPE, factor=8.0)
-_QWEN3 = dict(
-    family="qwen3", vocab_size=151936, context_length=40960, n_kv_groups=8, head_dim=128,
-    rope_base=1000000.0, qk_norm=True, ln_eps=1e-6, drop_rate=0.0, init="gpt2",
-)  # fmt: skip
-
-
-def _sized(base: dict[str, Any], emb: int, heads: int, layers: int, hidden: int, **kw: Any):
-    return dict(base, emb_dim=emb, n_heads=heads, n_layers=layers, hidden_dim=hidden, **kw)
-
-
-_TIED = dict(tie_weights=True)
-PRESETS.update(
-    {
-        "llama3.2-1b": _sized(_LLAMA3, 2048, 32, 16, 8192, **_TIED, rope_scaling=_LLAMA3_ROPE),
-        "llama3.2-3b": _sized(_LLAMA3, 3072, 24, 28, 8192, **_TIED, rope_scaling=_LLAMA3_ROPE),
-        "llama3.1-8b": _sized(_LLAMA3, 4096, 32, 32, 14336, rope_scaling=_LLAMA3_ROPE_8B),
-        "qwen3-0.6b": _sized(_QWEN3, 1024, 16, 28, 3072, **_TIED),  # 596M, 0.44B w/o embeddings
-        "qwen3-1.7b": _sized(_QWEN3, 2048, 16, 28, 6144, **_TIED),
-        "qwen3-4b": _sized(_QWEN3, 2560, 32, 36, 9728, **_TIED),
-        "qwen3-8b": _sized(_QWEN3, 4096, 32, 36, 12288),
-        # Small Llama/Qwen3-shaped models for CPU pretraining and tests (GPT-2's vocabulary by
-        # default; the tokenizer decides).
-        "llama3-mini": _sized(
-            dict(family="llama3", context_length=256, init="gpt2", drop_rate=0.0), 256, 4, 4, 688,
-            n_kv_groups=2, **_TIED,
-        ),
-        "llama3-tiny": _sized(
-            dict(family="llama3", context_length=64, drop_rate=0.0), 32, 4, 2, 64, n_kv_groups=2,
-            rope_scaling=dict(factor=8.0, original_context_length=16),
-        ),
-        "qwen3-tiny": _sized(
-            dict(family="qwen3", context_length=64, drop_rate=0.0, ln_eps=1e-6), 32, 4, 2, 64,
-            n_kv_groups=2, head_dim=16, qk_norm=True, **_TIED,
-        ),
-    }
-)  # fmt: skip
 
 # The book's own GPT_CONFIG_124M, for readers who follow along.
 GPT_CONFIG_124M = GPTConfig.from_preset("gpt2-small", attention="explicit")

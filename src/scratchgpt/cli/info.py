@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show a model's config, parameter counts, memory and FLOPs",
         description=(
             "Show a model's config and its size: parameters (total, without the output head, "
-            "embedding / non-embedding), weight memory at fp32 and bf16, and FLOPs per token. "
+            "embedding / non-embedding, active per token for a mixture of experts), weight memory at fp32 and bf16, and FLOPs per token. "
             "For a checkpoint only config.json is read, plus its tokenizer and metadata."
         ),
     )
@@ -57,6 +57,9 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "embedding": stats.embedding_params,
         "non_embedding": stats.non_embedding_params,
     }
+    if cfg.num_experts is not None:
+        # A mixture of experts computes with k of its experts per token, not all of them.
+        out["parameters"]["active_per_token"] = stats.active_params
     out["memory_mb"] = {"fp32": round(stats.memory_mb(4), 2), "bf16": round(stats.memory_mb(2), 2)}
     out["flops_per_token"] = {
         "forward": stats.forward_flops_per_token,
@@ -123,6 +126,8 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append(f"  {'output head':<26} {_fmt_int(p['head']):>16}")
     lines.append(f"  {'embedding (token + pos)':<26} {_fmt_int(p['embedding']):>16}")
     lines.append(f"  {'non-embedding':<26} {_fmt_int(p['non_embedding']):>16}")
+    if "active_per_token" in p:
+        lines.append(f"  {'active per token':<26} {_fmt_int(p['active_per_token']):>16}")
     m = info["memory_mb"]
     lines.append("")
     lines.append("memory (weights only)")

@@ -1,11 +1,13 @@
-"""The models: attention, blocks, GPT-2 and Llama 3.x / Qwen3, the KV cache, and size/FLOP
-statistics. ``build_model(cfg)`` builds the family a config names."""
+"""The models: attention, blocks, GPT-2 and Llama 3.x / Qwen3 (dense or mixture of experts),
+the KV cache, and size/FLOP statistics. ``build_model(cfg)`` builds the family a config names."""
 
 from scratchgpt.model.attention import GroupedQueryAttention, MultiHeadAttention
 from scratchgpt.model.build import MODEL_CLASSES, MODEL_TYPES, build_model
+from scratchgpt.model.feed_forward import SwiGLUFeedForward
 from scratchgpt.model.gpt import GELU, FeedForward, GPTModel, LayerNorm, TransformerBlock
 from scratchgpt.model.kv_cache import KVCache
-from scratchgpt.model.llama import LlamaBlock, LlamaModel, SwiGLUFeedForward
+from scratchgpt.model.llama import LlamaBlock, LlamaModel
+from scratchgpt.model.moe import MoEFeedForward
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import RotaryEmbedding, apply_rope, rope_inv_freq
 from scratchgpt.model.stats import ModelStats, model_stats
@@ -21,6 +23,7 @@ __all__ = [
     "LayerNorm",
     "LlamaBlock",
     "LlamaModel",
+    "MoEFeedForward",
     "ModelStats",
     "MultiHeadAttention",
     "RMSNorm",

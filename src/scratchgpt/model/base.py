@@ -18,6 +18,7 @@ from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.inference import InferenceLinear, run_linears
 from scratchgpt.model.kv_cache import KVCache, SlotKVCache
+from scratchgpt.model.moe import MoEFeedForward
 
 
 class DecoderModel(nn.Module):
@@ -62,10 +63,14 @@ class DecoderModel(nn.Module):
 
     def residual_projections(self) -> Iterator[nn.Linear]:
         """The layers that add into the residual stream, block by block: attention's out_proj
-        and the feed-forward's last Linear (GPT-2's ff.layers[2], SwiGLU's fc3)."""
+        and the feed-forward's last Linear (GPT-2's ff.layers[2], SwiGLU's fc3, every expert's
+        fc3 in a mixture of experts)."""
         for block in self.trf_blocks:
-            last_ff = [m for m in block.ff.modules() if isinstance(m, nn.Linear)][-1]
-            yield from (block.att.out_proj, last_ff)
+            yield block.att.out_proj
+            if isinstance(block.ff, MoEFeedForward):
+                yield from (expert.fc3 for expert in block.ff.experts)
+            else:
+                yield [m for m in block.ff.modules() if isinstance(m, nn.Linear)][-1]
 
     @torch.no_grad()
     def reset_parameters_gpt2(self) -> None:

@@ -15,49 +15,24 @@ training, the KV cache and the weight loaders treat every family alike.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model.attention import GroupedQueryAttention, causal_allowed
 from scratchgpt.model.base import DecoderModel
-from scratchgpt.model.inference import InferenceLinear, run_linears
+from scratchgpt.model.feed_forward import SwiGLUFeedForward
 from scratchgpt.model.kv_cache import KVCache, SlotKVCache
 from scratchgpt.model.lora import apply_lora
+from scratchgpt.model.moe import MoEFeedForward
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import RotaryEmbedding
-
-
-class SwiGLUFeedForward(nn.Module):
-    """Gated feed-forward: ``fc3(silu(fc1(x)) * fc2(x))`` (gate, up and down projections)."""
-
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=False)  # gate
-        self.fc2 = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=False)  # up
-        self.fc3 = nn.Linear(cfg.ff_dim, cfg.emb_dim, bias=False)  # down
-        # Inference-only fast paths (see fuse_projections); None until prepared.
-        self.fast_gate_up: InferenceLinear | None = None
-        self.fast_down: InferenceLinear | None = None
-
-    def fuse_projections(self, *, column_major: bool = False, pack: bool = False) -> None:
-        """Prepare inference without gradients: fc1 and fc2 run as one matmul, fc3 as its own
-        (see :class:`~scratchgpt.model.inference.InferenceLinear`)."""
-        self.fast_gate_up = InferenceLinear.make(
-            (self.fc1, self.fc2), column_major=column_major, pack=pack
-        )
-        self.fast_down = InferenceLinear.make((self.fc3,), column_major=column_major, pack=pack)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = run_linears(self.fast_gate_up, (self.fc1, self.fc2), x)
-        return run_linears(self.fast_down, (self.fc3,), F.silu(gate) * up)[0]
 
 
 class LlamaBlock(nn.Module):
     """Pre-RMSNorm block: x + att(norm1(x)), then x + ff(norm2(x))."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.att = GroupedQueryAttention(
             d_in=cfg.emb_dim,
@@ -70,7 +45,12 @@ class LlamaBlock(nn.Module):
             qkv_bias=cfg.qkv_bias,
             impl=cfg.attention,
         )
-        self.ff = SwiGLUFeedForward(cfg)
+        # Qwen3-MoE: a mixture of SwiGLU experts in the layers the config makes sparse.
+        self.ff: SwiGLUFeedForward | MoEFeedForward
+        if cfg.is_moe_layer(layer_idx):
+            self.ff = MoEFeedForward(cfg)
+        else:
+            self.ff = SwiGLUFeedForward(cfg.emb_dim, cfg.ff_dim)
         self.norm1 = RMSNorm(cfg.emb_dim, cfg.ln_eps)
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.ln_eps)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
@@ -105,7 +85,7 @@ class LlamaModel(DecoderModel):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
-        self.trf_blocks = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.n_layers))
+        self.trf_blocks = nn.ModuleList(LlamaBlock(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.emb_dim, cfg.ln_eps)
         if cfg.num_classes is None:
             self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)

@@ -93,6 +93,8 @@ def _targets_of(name: str) -> set[str]:
     if name == "out_head":
         return {"head"}
     dotted = f".{name}."
+    if dotted.endswith(".ff.gate."):
+        return set()  # a mixture of experts' router: adapting it would reshuffle the routing
     group = "attention" if ".att." in dotted else "feed_forward" if ".ff." in dotted else None
     if group is None:
         return set()

@@ -4,8 +4,9 @@ Batch-1 decoding reads every weight once per token, so its speed is bytes per to
 bandwidth: int8 weights are a quarter of fp32's bytes. Each ``nn.Linear`` of the transformer
 blocks and the output head becomes an :class:`Int8Linear`: its weight rounded to int8 with one
 scale per output channel (symmetric, ``scale = max|w_row| / 127``), activations staying in the
-model's float dtype. Embeddings and norms keep their precision. A tied head gets its own int8
-copy of the embedding table (the model's config then says ``tie_weights: false``).
+model's float dtype. Embeddings, norms and a mixture of experts' router keep their precision.
+A tied head gets its own int8 copy of the embedding table (the model's config then says
+``tie_weights: false``).
 
 The config records the scheme (``quantization: int8``), so a quantized checkpoint (int8 weights
 and scales in safetensors) loads back as it was saved, without quantizing again.
@@ -133,6 +134,8 @@ def quantize_model(model: nn.Module, scheme: str = "int8") -> nn.Module:
 
 def _replace_linears(module: nn.Module) -> None:
     for name, child in module.named_children():
+        # Exactly nn.Linear: a mixture of experts' router (a subclass) stays in float, since
+        # rounding its scores could flip which experts a token goes to.
         if type(child) is nn.Linear:
             setattr(module, name, Int8Linear.from_linear(child))
         else:

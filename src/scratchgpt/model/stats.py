@@ -17,6 +17,9 @@ class ModelStats:
     non_embedding_params: int  # what does the per-token compute
     forward_flops_per_token: int  # at full context, matmuls only (2 FLOPs per multiply-add)
     train_flops_per_token: int  # forward + backward ~= 3x forward
+    # Parameters one token computes with: the total minus the experts it is not routed to (a
+    # mixture of experts); the total for a dense model.
+    active_params: int = 0
 
     def memory_bytes(self, bytes_per_param: int) -> int:
         return self.total_params * bytes_per_param
@@ -26,13 +29,24 @@ class ModelStats:
         return self.memory_bytes(bytes_per_param) / 1024**2
 
 
-def _block_linears(cfg: GPTConfig) -> dict[str, list[tuple[str, int, int]]]:
-    """(projection, in, out) of each Linear in one block, by LoRA target group."""
+def _block_linears(
+    cfg: GPTConfig, layer: int = 0, experts: int | None = None
+) -> dict[str, list[tuple[str, int, int]]]:
+    """(projection, in, out) of each Linear in block ``layer``, by LoRA target group. A mixture
+    of experts lists its router ("router", in no LoRA group) and the SwiGLU of ``experts``
+    experts (all of them when None; the k a token uses for the active count)."""
     e, f = cfg.emb_dim, cfg.ff_dim
     q, kv = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size
     attention = [("q", e, q), ("k", e, kv), ("v", e, kv), ("o", q, e)]
     if cfg.family == "gpt2":
         return {"attention": attention, "feed_forward": [("up", e, f), ("down", f, e)]}
+    if cfg.is_moe_layer(layer):
+        assert cfg.num_experts is not None and cfg.moe_intermediate_size is not None
+        m = cfg.moe_intermediate_size
+        expert = [("gate", e, m), ("up", e, m), ("down", m, e)]
+        n = cfg.num_experts if experts is None else experts
+        return {"attention": attention, "feed_forward": expert * n,
+                "router": [("router", e, cfg.num_experts)]}  # fmt: skip
     return {"attention": attention, "feed_forward": [("gate", e, f), ("up", e, f), ("down", f, e)]}
 
 
@@ -41,18 +55,20 @@ def _lora_params(cfg: GPTConfig, head_out: int) -> tuple[int, int]:
     if cfg.lora is None:
         return 0, 0
     r, targets = cfg.lora.rank, cfg.lora.targets
-    block = sum(
-        r * (i + o) for group, shapes in _block_linears(cfg).items()
+    blocks = sum(
+        r * (i + o) for layer in range(cfg.n_layers)
+        for group, shapes in _block_linears(cfg, layer).items()
         for proj, i, o in shapes if group in targets or proj in targets
     )  # fmt: skip
     head = r * (cfg.emb_dim + head_out) if "head" in targets else 0
-    return cfg.n_layers * block, head
+    return blocks, head
 
 
-def _block_params(cfg: GPTConfig) -> int:
-    """Parameters of one transformer block."""
+def _block_params(cfg: GPTConfig, layer: int = 0, experts: int | None = None) -> int:
+    """Parameters of transformer block ``layer`` (with ``experts`` experts of a MoE layer)."""
     e = cfg.emb_dim
-    weights = sum(i * o for shapes in _block_linears(cfg).values() for _, i, o in shapes)
+    linears = _block_linears(cfg, layer, experts)
+    weights = sum(i * o for shapes in linears.values() for _, i, o in shapes)
     if cfg.family == "gpt2":
         q = cfg.n_heads * cfg.head_size
         biases = (3 * q if cfg.qkv_bias else 0) + e + cfg.ff_dim + e  # qkv, out_proj, MLP
@@ -74,12 +90,19 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
     # A classifier's head has a bias; a language model's has none.
     head = head_matmul + (0 if cfg.num_classes is None else head_out) + lora_head
     final_norm = 2 * e if gpt2 else e
-    body = tok + pos + n * _block_params(cfg) + lora_blocks + final_norm
+    body = tok + pos + sum(_block_params(cfg, i) for i in range(n)) + lora_blocks + final_norm
     total = body if cfg.tie_weights else body + head
+    # A token passes through k of a MoE layer's experts (and the whole router); the unused
+    # experts' parameters are the difference between total and active.
+    k = cfg.num_experts_per_tok
+    idle = sum(_block_params(cfg, i) - _block_params(cfg, i, k) for i in range(n))
     # FLOPs: 2 per weight of every matmul a token passes through (blocks + head), plus attention's
     # scores and weighted sum against `context_length` keys (PaLM appendix B / nanoGPT's MFU).
-    block_matmul = sum(i * o for shapes in _block_linears(cfg).values() for _, i, o in shapes)
-    matmul_weights = n * block_matmul + head_matmul
+    block_matmul = sum(
+        i * o for layer in range(n)
+        for shapes in _block_linears(cfg, layer, k).values() for _, i, o in shapes
+    )  # fmt: skip
+    matmul_weights = block_matmul + head_matmul
     forward = 2 * matmul_weights + n * 2 * 2 * c * cfg.n_heads * cfg.head_size
     return ModelStats(
         total_params=total,
@@ -89,4 +112,5 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
         non_embedding_params=total - tok - pos - (0 if cfg.tie_weights else head),
         forward_flops_per_token=forward,
         train_flops_per_token=3 * forward,
+        active_params=total - idle,
     )

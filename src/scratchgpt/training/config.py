@@ -106,6 +106,11 @@ class TrainConfig:
     beta2: float = setting(0.999, "AdamW beta2")
     adam_eps: float = setting(1e-8, "AdamW epsilon")
     grad_clip: float = setting(0.0, "clip gradients to this global L2 norm (0: no clipping)")
+    moe_aux_loss_coef: float = setting(
+        0.001,
+        "mixture-of-experts models: weight of the routers' load-balancing loss added to the "
+        "training loss (Qwen3-MoE's router_aux_loss_coef; 0: off); ignored by dense models",
+    )
     clip_during_warmup: bool = setting(
         True,
         "clip from the first step on; false: only from step warmup_steps on (the first step "
@@ -161,6 +166,7 @@ class TrainConfig:
             "checkpoint_interval",
             "weight_decay",
             "grad_clip",
+            "moe_aux_loss_coef",
             "min_lr",
             "warmup_init_lr",
         )
@@ -244,6 +250,11 @@ _MODEL_HELP = {
     "rope_scaling": "Llama 3 RoPE scaling as JSON: {factor, low_freq_factor, high_freq_factor, "
     "original_context_length}",
     "qk_norm": "RMSNorm on each head's queries and keys (qwen3)",
+    "num_experts": "experts per mixture-of-experts layer (qwen3; unset: a dense model)",
+    "num_experts_per_tok": "experts each token is routed to (top-k)",
+    "moe_intermediate_size": "width of one expert's SwiGLU",
+    "norm_topk_prob": "renormalise the top-k router weights to sum to 1",
+    "decoder_sparse_step": "every this many blocks is a mixture-of-experts one",
 }
 
 
@@ -251,6 +262,9 @@ _MODEL_HELP = {
 # instruct recipes' own sections, which build it in the book's order; int8 quantization is for
 # inference (load_model(quantize=...), --quantize); pretraining has no flag for either.
 _ADDED_BY_FINETUNING = ("num_classes", "lora", "quantization")
+# A list of layer indices (Qwen3-MoE's dense exceptions) has no flag: a model pretrained here
+# places its dense layers with decoder_sparse_step; loaded folders bring their own list.
+_NO_FLAG = ("mlp_only_layers",)
 
 
 class _ModelSpecBase:
@@ -293,7 +307,7 @@ def _model_spec_class() -> type:
     specs += [
         _override_field(f.name, hints[f.name])
         for f in dataclasses.fields(GPTConfig)
-        if f.name not in _ADDED_BY_FINETUNING
+        if f.name not in _ADDED_BY_FINETUNING + _NO_FLAG
     ]
     cls = dataclasses.make_dataclass("ModelSpec", specs, bases=(_ModelSpecBase,))
     cls.__module__ = __name__

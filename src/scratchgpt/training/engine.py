@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from scratchgpt.generation import ContextSlideWarning
+from scratchgpt.model.moe import expert_usage, moe_aux_loss
 from scratchgpt.progress import progress
 from scratchgpt.training import state as st
 from scratchgpt.training.config import TrainConfig
@@ -48,22 +49,53 @@ class Engine:
     metadata: dict[str, Any] | None
     collate: Callable[[list[Any]], Any]
     eval_cache: dict[str, list[Any]] = field(default_factory=dict)
+    # A mixture of experts' step: its load-balancing loss and tokens per expert (None: dense).
+    moe_step: dict[str, Any] | None = None
 
     def forward_backward(self, loader_iter: Iterator[Any]) -> tuple[torch.Tensor, int]:
         """The micro-batches of one optimizer step: summed loss (a tensor) and tokens."""
         k = self.config.grad_accum_steps
         loss_sum = torch.zeros((), device=self.device)
         tokens = 0
+        self.moe_step = None
         for i in range(k):
             batch = to_device(next(loader_iter), self.device)
             # No gradient all-reduce on all but the last micro-batch of a step.
             with self.job.grad_sync(last=i == k - 1):
                 with autocast(self.device, self.amp_dtype):
                     loss = self.task.loss(self.forward_model, batch)
-                (loss / k).backward()
+                    # The reported loss stays the task's; the routers also learn to balance.
+                    objective = loss + self._moe_aux_loss(k)
+                (objective / k).backward()
             loss_sum += loss.detach().float()
             tokens += self.task.count_tokens(batch)
         return loss_sum, tokens
+
+    def _moe_aux_loss(self, micro_batches: int) -> torch.Tensor | float:
+        """``moe_aux_loss_coef`` times the load-balancing loss of the forward pass just run
+        (0 for a dense model), and its value and the expert usage summed into ``moe_step``."""
+        aux, usage = moe_aux_loss(self.model), expert_usage(self.model)
+        if aux is None or usage is None:
+            return 0.0
+        step = self.moe_step or {"moe_aux_loss": 0.0, "expert_tokens": torch.zeros_like(usage)}
+        step["moe_aux_loss"] += float(aux.detach()) / micro_batches
+        step["expert_tokens"] += usage
+        self.moe_step = step
+        return self.config.moe_aux_loss_coef * aux
+
+    def moe_metrics(self) -> dict[str, Any]:
+        """The step's metrics.jsonl fields of a mixture of experts: the load-balancing loss
+        (k when balanced), tokens per expert (all MoE layers) and the busiest expert's share
+        over an even share (1.0: balanced; num_experts: every token to one expert)."""
+        if self.moe_step is None:
+            return {}
+        counts = self.moe_step["expert_tokens"].float()
+        load = float(counts.max() / counts.mean()) if counts.sum() > 0 else 0.0
+        return {
+            "moe_aux_loss": self.moe_step["moe_aux_loss"],
+            "expert_tokens": [int(c) for c in counts.tolist()],
+            "expert_max_load": round(load, 4),
+        }
 
     def eval_batches(self, name: str, data: Dataset) -> list[Any]:
         """Fixed batches in the natural order, collated once: no DataLoader iterator, so no draw

@@ -230,6 +230,7 @@ def train(
                 progress.update(train_loss, tok_s, lr)
 
                 record = _step_record(state, ep_of_step, lr, train_loss, grad_norm, tok_s)
+                record.update(run.moe_metrics())  # expert usage of a mixture of experts
                 finished = state.step >= n_steps or (
                     config.max_tokens is not None and state.tokens_seen >= config.max_tokens
                 )

@@ -1,6 +1,6 @@
 """Hugging Face model folders: one mapping file per model family, chosen by ``model_type``.
 
-GPT-2, Llama 3.x and Qwen3 are here. Adding a family (Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
+GPT-2, Llama 3.x, Qwen3 and Qwen3-MoE are here. Adding a family (Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
 with an :class:`HFFamily` (config both ways, the tensor plan, the export) and adding it to
 :data:`FAMILIES`; :func:`scratchgpt.weights.load_model` and ``scratchgpt info`` then read its
 folders with no other change.
@@ -28,7 +28,7 @@ from scratchgpt.weights.native import unwrap_model
 
 # model_type -> family: the registry.
 FAMILIES: dict[str, HFFamily] = {
-    family.model_type: family for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3)
+    family.model_type: family for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3, llama.QWEN3_MOE)
 }
 
 
@@ -46,7 +46,9 @@ def save_hf_model(
     """Write ``model`` (any family) as a Hugging Face folder that ``transformers`` loads as is:
     config.json and model.safetensors, plus the tokenizer's files when it has Hugging Face ones
     (see :func:`save_hf`)."""
-    family = EXPORT_FAMILIES[unwrap_model(model).cfg.family]
+    cfg = unwrap_model(model).cfg
+    # Qwen3 with experts is its own Hugging Face model_type (qwen3_moe).
+    family = FAMILIES["qwen3_moe"] if cfg.num_experts is not None else EXPORT_FAMILIES[cfg.family]
     return save_hf(family, model, dir, overwrite=overwrite, tokenizer=tokenizer)
 
 

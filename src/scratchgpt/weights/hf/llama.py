@@ -1,10 +1,12 @@
-"""Llama 3.x (``model_type`` "llama") and Qwen3 ("qwen3") in Hugging Face's layout <-> our
-LlamaModel.
+"""Llama 3.x (``model_type`` "llama"), Qwen3 ("qwen3") and Qwen3-MoE ("qwen3_moe") in Hugging
+Face's layout <-> our LlamaModel.
 
 Both families store every projection as an ``nn.Linear`` weight (out, in), as we do, and rotate
 queries/keys with the same half-split RoPE convention, so the mapping is a rename: no transposes,
 no splits, no permutations (table in docs/weights.md). Qwen3 adds ``q_norm``/``k_norm`` per
-layer. A config.json may give RoPE settings the transformers-5 way (``rope_parameters``) or the
+layer; Qwen3-MoE's sparse layers hold a router (``mlp.gate``) and experts
+(``mlp.experts.N.{gate,up,down}_proj``), our ``ff.gate`` and ``ff.experts.N.fc{1,2,3}``. A
+config.json may give RoPE settings the transformers-5 way (``rope_parameters``) or the
 older way (``rope_theta`` + ``rope_scaling``), as the published models do; we write the older
 way, which every transformers version reads.
 """
@@ -25,9 +27,42 @@ if TYPE_CHECKING:
     import torch
 
 # Hugging Face model_type -> our family, and back.
-OUR_FAMILY = {"llama": "llama3", "qwen3": "qwen3"}
-HF_ARCHITECTURE = {"llama3": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-HF_MODEL_TYPE = {ours: theirs for theirs, ours in OUR_FAMILY.items()}
+OUR_FAMILY = {"llama": "llama3", "qwen3": "qwen3", "qwen3_moe": "qwen3"}
+HF_ARCHITECTURE = {
+    "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+}  # fmt: skip
+HF_MODEL_TYPE = {"llama3": "llama", "qwen3": "qwen3"}
+# What a qwen3_moe config.json must add (num_experts may be spelled num_local_experts).
+HF_MOE_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size")
+
+
+def hf_model_type(cfg: GPTConfig) -> str:
+    """The Hugging Face model_type a config exports as (qwen3_moe for Qwen3 with experts)."""
+    if cfg.family not in HF_MODEL_TYPE:
+        raise CheckpointError(f"family {cfg.family!r} is not exported as Llama or Qwen3")
+    return "qwen3_moe" if cfg.num_experts is not None else HF_MODEL_TYPE[cfg.family]
+
+
+def _moe_fields(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Our mixture-of-experts fields from a qwen3_moe config.json."""
+    raw = {"num_experts": raw.get("num_local_experts"), **raw}
+    missing = [k for k in HF_MOE_KEYS if raw.get(k) is None]
+    if missing:
+        raise CheckpointError(
+            f"{source}: missing field(s) {missing}; a qwen3_moe config.json must give "
+            f"{', '.join(HF_MOE_KEYS)}"
+        )
+    return dict(
+        num_experts=raw["num_experts"],
+        num_experts_per_tok=raw["num_experts_per_tok"],
+        moe_intermediate_size=raw["moe_intermediate_size"],
+        # transformers' default when the file says nothing (the published models say true).
+        norm_topk_prob=bool(raw.get("norm_topk_prob", False)),
+        decoder_sparse_step=raw.get("decoder_sparse_step", 1),
+        mlp_only_layers=list(raw.get("mlp_only_layers") or []),
+    )
+
+
 HF_SHAPE_KEYS = (
     "vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
     "max_position_embeddings",
@@ -86,7 +121,8 @@ def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTCo
     family = OUR_FAMILY.get(raw.get("model_type"))  # type: ignore[arg-type]
     if family is None:
         raise CheckpointError(
-            f"{source}: model_type is {raw.get('model_type')!r}, not 'llama' or 'qwen3'"
+            f"{source}: model_type is {raw.get('model_type')!r}, not 'llama', 'qwen3' or "
+            "'qwen3_moe'"
         )
     missing = [k for k in HF_SHAPE_KEYS if k not in raw]
     if missing:
@@ -118,16 +154,17 @@ def config_from_hf(raw: Mapping[str, Any], source: str = "config.json") -> GPTCo
         attention="sdpa",
         init="gpt2",
     )
+    if raw["model_type"] == "qwen3_moe":
+        fields.update(_moe_fields(raw, source))
     return GPTConfig.from_dict(fields, source=source)
 
 
 def hf_config_from_ours(cfg: GPTConfig, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """A Hugging Face config.json for a llama3 or qwen3 ``cfg``."""
-    if cfg.family not in HF_MODEL_TYPE:
-        raise CheckpointError(f"family {cfg.family!r} is not exported as Llama or Qwen3")
+    """A Hugging Face config.json for a llama3 or qwen3 (dense or MoE) ``cfg``."""
+    model_type = hf_model_type(cfg)
     out: dict[str, Any] = {
-        "architectures": [HF_ARCHITECTURE[cfg.family]],
-        "model_type": HF_MODEL_TYPE[cfg.family],
+        "architectures": [HF_ARCHITECTURE[model_type]],
+        "model_type": model_type,
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.context_length,
         "hidden_size": cfg.emb_dim,
@@ -158,21 +195,42 @@ def hf_config_from_ours(cfg: GPTConfig, dtype: torch.dtype | None = None) -> dic
         }
     if cfg.family == "qwen3":
         out.update(use_sliding_window=False, sliding_window=None)
+    if cfg.num_experts is not None:
+        out.update(
+            num_experts=cfg.num_experts,
+            num_experts_per_tok=cfg.num_experts_per_tok,
+            moe_intermediate_size=cfg.moe_intermediate_size,
+            norm_topk_prob=cfg.norm_topk_prob,
+            decoder_sparse_step=cfg.decoder_sparse_step,
+            mlp_only_layers=list(cfg.mlp_only_layers),
+            output_router_logits=False,
+        )
     if dtype is not None:
         out["dtype"] = str(dtype).removeprefix("torch.")
     return out
 
 
-def _layer_names(cfg: GPTConfig) -> list[tuple[str, str]]:
-    """(our name, Hugging Face name) of one layer's tensors, relative to the layer."""
+_SWIGLU = (("fc1", "gate_proj"), ("fc2", "up_proj"), ("fc3", "down_proj"))
+
+
+def _layer_names(cfg: GPTConfig, layer: int = 0) -> list[tuple[str, str]]:
+    """(our name, Hugging Face name) of layer ``layer``'s tensors, relative to the layer."""
     names = [
         ("att.W_query.weight", "self_attn.q_proj.weight"),
         ("att.W_key.weight", "self_attn.k_proj.weight"),
         ("att.W_value.weight", "self_attn.v_proj.weight"),
         ("att.out_proj.weight", "self_attn.o_proj.weight"),
-        ("ff.fc1.weight", "mlp.gate_proj.weight"),
-        ("ff.fc2.weight", "mlp.up_proj.weight"),
-        ("ff.fc3.weight", "mlp.down_proj.weight"),
+    ]
+    if cfg.is_moe_layer(layer):
+        names.append(("ff.gate.weight", "mlp.gate.weight"))
+        names += [
+            (f"ff.experts.{n}.{ours}.weight", f"mlp.experts.{n}.{theirs}.weight")
+            for n in range(cfg.num_experts or 0)
+            for ours, theirs in _SWIGLU
+        ]
+    else:
+        names += [(f"ff.{ours}.weight", f"mlp.{theirs}.weight") for ours, theirs in _SWIGLU]
+    names += [
         ("norm1.scale", "input_layernorm.weight"),
         ("norm2.scale", "post_attention_layernorm.weight"),
     ]
@@ -182,24 +240,32 @@ def _layer_names(cfg: GPTConfig) -> list[tuple[str, str]]:
     return names
 
 
-def _layer_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
+def _layer_shapes(cfg: GPTConfig, layer: int = 0) -> dict[str, tuple[int, ...]]:
     e, f, hd = cfg.emb_dim, cfg.ff_dim, cfg.head_size
     q, kv = cfg.n_heads * hd, cfg.kv_heads * hd
-    return {
+    shapes = {
         "att.W_query.weight": (q, e), "att.W_key.weight": (kv, e), "att.W_value.weight": (kv, e),
         "att.out_proj.weight": (e, q), "ff.fc1.weight": (f, e), "ff.fc2.weight": (f, e),
         "ff.fc3.weight": (e, f), "norm1.scale": (e,), "norm2.scale": (e,),
         "att.q_norm.scale": (hd,), "att.k_norm.scale": (hd,),
     }  # fmt: skip
+    if cfg.is_moe_layer(layer):
+        m, n = cfg.moe_intermediate_size or 0, cfg.num_experts or 0
+        shapes["ff.gate.weight"] = (n, e)
+        for i in range(n):
+            shapes.update({f"ff.experts.{i}.fc1.weight": (m, e),
+                           f"ff.experts.{i}.fc2.weight": (m, e),
+                           f"ff.experts.{i}.fc3.weight": (e, m)})  # fmt: skip
+    return shapes
 
 
 def hf_plan(cfg: GPTConfig, prefix: str = "model.") -> list[TensorMap]:
     """How each of our parameters is read from a Hugging Face Llama/Qwen3 state dict."""
     e, v = cfg.emb_dim, cfg.vocab_size
-    shapes = _layer_shapes(cfg)
     plan = [TensorMap("tok_emb.weight", f"{prefix}embed_tokens.weight", (v, e))]
     for i in range(cfg.n_layers):
-        for ours, theirs in _layer_names(cfg):
+        shapes = _layer_shapes(cfg, i)
+        for ours, theirs in _layer_names(cfg, i):
             plan.append(
                 TensorMap(f"trf_blocks.{i}.{ours}", f"{prefix}layers.{i}.{theirs}", shapes[ours])
             )
@@ -248,3 +314,4 @@ def _family(model_type: str) -> HFFamily:
 
 LLAMA = _family("llama")
 QWEN3 = _family("qwen3")
+QWEN3_MOE = _family("qwen3_moe")
