@@ -1,4 +1,4 @@
-"""The project's own CPU kernel for int8 weight-only matrix products (model/csrc/matvec.c):
+"""The project's own CPU kernels (model/csrc/matvec.c), int8 weight-only and bf16 products:
 built on first use, equal to the dequantized product up to rounding for every shape it takes,
 and replaced by PyTorch's path where it cannot be had."""
 
@@ -114,3 +114,36 @@ def test_a_fresh_cache_builds_the_library_once(monkeypatch, tmp_path):
     built = list((tmp_path / "kernels").iterdir())
     assert [p.name for p in built] == [cpu_kernels.library_path().name]  # no temporary files
     assert cpu_kernels.load() is lib  # loaded once per process
+
+
+needs_bf16_kernel = pytest.mark.skipif(
+    cpu_kernels.load() is None or not cpu_kernels.load().has_bf16_matvec(),
+    reason="no C compiler or no AVX-512 BF16 here: the bf16 kernel is not built",
+)
+
+
+@needs_bf16_kernel
+@pytest.mark.parametrize(
+    ("rows", "n", "k"), [(1, 4, 64), (1, 37, 50), (2, 2304, 768), (5, 9, 3072)]
+)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bf16_kernel_equals_the_product_to_bf16_rounding(rows, n, k, with_bias):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(rows, k, generator=g).bfloat16()
+    weight = (torch.randn(n, k, generator=g) / k**0.5).bfloat16()
+    bias = torch.randn(n, generator=g).bfloat16() if with_bias else None
+    y = cpu_kernels.bf16_matvec(x, weight, bias)
+    assert y is not None and y.dtype == torch.bfloat16 and y.shape == (rows, n)
+    expected = x.double() @ weight.double().T
+    if bias is not None:
+        expected = expected + bias.double()
+    err = (y.double() - expected).abs()
+    assert (err <= expected.abs() * 2**-8 + 1e-3).all()  # one bf16 rounding of a float32 sum
+
+
+def test_bf16_kernel_declines_what_it_does_not_take():
+    w = torch.randn(8, 32).bfloat16()
+    assert cpu_kernels.bf16_matvec(torch.randn(1, 32), w, None) is None  # fp32 input
+    assert cpu_kernels.bf16_matvec(torch.randn(1, 32).bfloat16(), w.float(), None) is None
+    many = torch.randn(cpu_kernels.MAX_ROWS + 1, 32).bfloat16()
+    assert cpu_kernels.bf16_matvec(many, w, None) is None
