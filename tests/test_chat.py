@@ -104,7 +104,7 @@ def test_chat_through_a_pseudo_terminal(chat_ckpt):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "scratchgpt", "chat", "--checkpoint", str(chat_ckpt),
-         "--max-new-tokens", "6"],
+         "--max-new-tokens", "6", "--dtype", "fp32"],  # compared with the fp32 model
         stdin=sub_fd, stdout=sub_fd, stderr=sub_fd, env=env, close_fds=True,
     )  # fmt: skip
     os.close(sub_fd)
