@@ -177,8 +177,8 @@ def inference_dtype(name: str, device: str, quantize: str | None = None) -> Any:
     """The torch dtype for ``--dtype name`` on ``device`` (see :func:`add_dtype_flag`).
 
     With int8 weights on a CPU, auto picks fp32 activations when the project's int8 kernel is
-    available: it reads int8 weights as fast for fp32 inputs as for bf16 ones, and the rest of
-    a decoding step (attention, norms) is faster in fp32 (benchmarks/generation.py)."""
+    available: it reads int8 weights as fast for fp32 inputs as for bf16 ones, so fp32 costs
+    nothing and keeps more precision (benchmarks/generation.py)."""
     import torch
 
     if name == "fp32":
