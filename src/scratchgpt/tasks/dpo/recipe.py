@@ -29,7 +29,7 @@ from scratchgpt.tasks.instruct.loading import (
     prepare_for_training,
     resolve_prompt_style,
 )
-from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
+from scratchgpt.tasks.instruct.responses import answer_test_split
 from scratchgpt.training.config import RUN_CONFIG_FILE
 from scratchgpt.training.distributed import print0
 from scratchgpt.training.loop import TrainResult, train
@@ -124,18 +124,10 @@ def finetune_dpo(
         )  # fmt: skip
         responses_path = None
         if opts.responses and result.status != "interrupted" and test_recs:
-            responses = generate_responses(
-                model,
-                tokenizer,
-                test_recs,
-                opts.prompt_style,
-                max_new_tokens=opts.response_tokens,
-                batch_size=opts.response_batch_size,
-                response_prompt=opts.response_prompt,
-                progress=None if cfg.train.progress else False,
+            responses_path, n = answer_test_split(
+                model, tokenizer, test_recs, opts, run_dir, progress=cfg.train.progress
             )
-            responses_path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
-            _say(f"wrote {len(responses)} test responses to {responses_path}")
+            _say(f"wrote {n} test responses to {responses_path}")
         return DPOResult(
             train=result, run_dir=run_dir, responses_path=responses_path, split_sizes=sizes
         )

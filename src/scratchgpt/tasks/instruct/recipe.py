@@ -34,7 +34,7 @@ from scratchgpt.tasks.instruct.loading import (
     prepare_for_training,
     resolve_prompt_style,
 )
-from scratchgpt.tasks.instruct.responses import RESPONSES_FILE, generate_responses, write_responses
+from scratchgpt.tasks.instruct.responses import answer_test_split
 from scratchgpt.tasks.instruct.task import InstructTask
 from scratchgpt.training.config import RUN_CONFIG_FILE
 from scratchgpt.training.distributed import print0
@@ -108,25 +108,6 @@ def _describe(cfg: InstructConfig, model: Any, sizes: dict[str, int], prep: dict
     )
 
 
-def _answer_test_split(
-    cfg: InstructConfig, model: Any, tokenizer: Any, test_recs: list, run_dir: Path
-) -> Path:
-    opts = cfg.instruct
-    responses = generate_responses(
-        model,
-        tokenizer,
-        test_recs,
-        opts.prompt_style,
-        max_new_tokens=opts.response_tokens,
-        batch_size=opts.response_batch_size,
-        response_prompt=opts.response_prompt,
-        progress=None if cfg.train.progress else False,
-    )
-    path = write_responses(run_dir / RESPONSES_FILE, responses, overwrite=True)
-    _say(f"wrote {len(responses)} test responses to {path}")
-    return path
-
-
 def finetune_instruct(
     config: InstructConfig | Mapping[str, Any] | PathLike,
     out_dir: PathLike = "runs/instruct",
@@ -175,7 +156,10 @@ def finetune_instruct(
         )  # fmt: skip
         responses_path = None
         if cfg.instruct.responses and result.status != "interrupted" and test_recs:
-            responses_path = _answer_test_split(cfg, model, tokenizer, test_recs, run_dir)
+            responses_path, n = answer_test_split(
+                model, tokenizer, test_recs, cfg.instruct, run_dir, progress=cfg.train.progress
+            )
+            _say(f"wrote {n} test responses to {responses_path}")
         return InstructResult(
             train=result,
             run_dir=run_dir,

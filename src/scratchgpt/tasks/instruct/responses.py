@@ -116,6 +116,27 @@ def write_responses(
     return atomic_write_text(p, json.dumps(list(records), indent=2, ensure_ascii=False) + "\n")
 
 
+def answer_test_split(
+    model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]], opts: Any, run_dir: PathLike,
+    *, progress: bool,
+) -> tuple[Path, int]:  # fmt: skip
+    """Answer a fine-tuning run's test ``records`` as its options ``opts`` say (prompt_style,
+    response_tokens, response_batch_size, response_prompt) and write them to
+    ``run_dir/responses.json``; returns (path, how many)."""
+    responses = generate_responses(
+        model,
+        tokenizer,
+        records,
+        opts.prompt_style,
+        max_new_tokens=opts.response_tokens,
+        batch_size=opts.response_batch_size,
+        response_prompt=opts.response_prompt,
+        progress=None if progress else False,
+    )
+    path = write_responses(Path(run_dir) / RESPONSES_FILE, responses, overwrite=True)
+    return path, len(responses)
+
+
 class PartialResponses:
     """The finished responses of a run that writes ``out``, kept in ``<out>.partial`` (a JSON
     list, written atomically at most every ``every`` seconds and by :meth:`save`)."""
