@@ -11,6 +11,8 @@ attention reads every position of every row, masked (a fixed shape whatever the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -26,6 +28,18 @@ def _device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
         # keeps its keys and values in fp32 there and attends in fp32 (twice the cache memory).
         dtype = torch.float32
     return p.device, dtype
+
+
+def _sized_for(
+    model: torch.nn.Module, rows: int, max_len: int | None
+) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """The constructor arguments of a cache of ``rows`` rows for ``model``: its layers, its
+    key/value heads (grouped-query models store only those), ``max_len`` positions (default:
+    its context length), on its device, in the dtype attention computes in."""
+    cfg = model.cfg
+    device, dtype = _device_dtype(model)
+    shape = (cfg.n_layers, rows, cfg.kv_heads, cfg.head_size, max_len or cfg.context_length)
+    return shape, {"device": device, "dtype": dtype}
 
 
 class KVCache:
@@ -56,17 +70,8 @@ class KVCache:
     ) -> KVCache:
         """A cache sized for ``model`` (any scratchgpt model); max_len defaults to its context
         length. Grouped-query models store only their key/value heads."""
-        cfg = model.cfg
-        device, dtype = _device_dtype(model)
-        return cls(
-            cfg.n_layers,
-            batch_size,
-            cfg.kv_heads,
-            cfg.head_size,
-            max_len or cfg.context_length,
-            device=device,
-            dtype=dtype,
-        )
+        args, kwargs = _sized_for(model, batch_size, max_len)
+        return cls(*args, **kwargs)
 
     def update(
         self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
@@ -141,17 +146,8 @@ class SlotKVCache:
     ) -> SlotKVCache:
         """A cache of ``slots`` rows for ``model``, ``max_len`` positions each (default: the
         model's context length)."""
-        cfg = model.cfg
-        device, dtype = _device_dtype(model)
-        return cls(
-            cfg.n_layers,
-            slots,
-            cfg.kv_heads,
-            cfg.head_size,
-            max_len or cfg.context_length,
-            device=device,
-            dtype=dtype,
-        )
+        args, kwargs = _sized_for(model, slots, max_len)
+        return cls(*args, **kwargs)
 
     def slot(self, row: int) -> KVCache:
         """A plain :class:`KVCache` over row ``row``, empty: a prompt is prefilled through it
