@@ -187,7 +187,7 @@ def test_a_bf16_model_attends_in_fp32_over_an_fp32_cache_on_a_cpu(preset):
     mask = torch.ones(2, n, dtype=torch.long)
     mask[1, :7] = 0  # the second row is left-padded
     cache = KVCache.for_model(model, batch_size=2)
-    assert cache.keys.dtype == torch.float32
+    assert cache.dtype == torch.float32
     with torch.inference_mode():
         model(ids[:, :-1], attention_mask=mask[:, :-1], kv_cache=cache)
         step = model(ids[:, -1:], attention_mask=mask, kv_cache=cache)

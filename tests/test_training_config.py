@@ -218,8 +218,9 @@ def test_model_spec_is_derived_from_gpt_config():
     names = [f.name for f in dataclasses.fields(ModelSpec)]
     # Every GPTConfig field but what fine-tuning adds (set by the classify/instruct sections)
     # and the inference-time quantization (load_model(quantize=...), --quantize), and the list
-    # of Qwen3-MoE's dense layers (loaded folders bring it; pretraining uses decoder_sparse_step).
-    added = {"num_classes", "lora", "quantization", "mlp_only_layers"}
+    # of Qwen3-MoE's dense layers (loaded folders bring it; pretraining uses decoder_sparse_step)
+    # and Gemma 3's layer types (the preset's pattern, repeated to the depth asked for).
+    added = {"num_classes", "lora", "quantization", "mlp_only_layers", "layer_types"}
     expected = [f.name for f in dataclasses.fields(GPTConfig) if f.name not in added]
     assert names == ["preset", *expected]
     spec = ModelSpec(n_layers="3", attention="explicit")  # coerced like every config field

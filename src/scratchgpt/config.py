@@ -28,8 +28,13 @@ InitScheme = Literal["pytorch", "gpt2"]
 # gpt2: learned positions, LayerNorm, GELU MLP, multi-head attention (the book's chapters 2-7).
 # llama3: RoPE (with Llama 3's frequency scaling), RMSNorm, SwiGLU, grouped-query attention.
 # qwen3: llama3 plus RMSNorm on each head's queries and keys (QK-norm).
-Family = Literal["gpt2", "llama3", "qwen3"]
-FAMILIES = ("gpt2", "llama3", "qwen3")
+# gemma3: qwen3's attention with local (sliding-window) and global layers, four RMSNorms per
+# block scaling by 1 + weight, a GELU-gated feed-forward (GeGLU) and embeddings scaled by
+# sqrt(emb_dim).
+Family = Literal["gpt2", "llama3", "qwen3", "gemma3"]
+FAMILIES = ("gpt2", "llama3", "qwen3", "gemma3")
+# What each layer of a model with sliding windows is (Hugging Face's layer_types spellings).
+LAYER_TYPES = ("sliding_attention", "full_attention")
 # Which nn.Linear layers LoRA adapts by default: the attention projections, the feed-forward
 # layers and the output head (the book's appendix E adapts them all).
 LORA_TARGETS = ("attention", "feed_forward", "head")
@@ -137,6 +142,11 @@ class RopeScaling:
 # The Llama/Qwen3 fields: None means "derived" (see head_size, kv_heads, ff_dim).
 _FAMILY_OPTIONAL = ("hidden_dim", "n_kv_groups", "head_dim", "rope_scaling")
 _FAMILY_FIELDS = ("family", *_FAMILY_OPTIONAL, "rope_base", "qk_norm")
+# Sliding-window attention and Gemma 3's attention settings; a config without them leaves
+# them all out of its config.json (None / empty: not used).
+_WINDOW_FIELDS = (
+    "sliding_window", "layer_types", "rope_local_base", "query_pre_attn_scalar", "final_softcap",
+)  # fmt: skip
 
 # Qwen3-MoE's mixture-of-experts fields; a dense model's config.json leaves them all out.
 _MOE_FIELDS = (
@@ -188,6 +198,19 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's theta
     rope_scaling: RopeScaling | None = None  # Llama 3's frequency scaling
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (Qwen3)
+    # --- Sliding-window attention (Gemma 3; None: every layer sees the whole context) ---
+    # Keys a local layer's query sees: itself and the sliding_window - 1 before it.
+    sliding_window: int | None = None
+    # Per layer "sliding_attention" (local, windowed) or "full_attention" (global); empty with
+    # a window: every layer is local. Gemma 3 alternates 5 local layers and 1 global.
+    layer_types: tuple[str, ...] = ()
+    # RoPE's theta in local layers (None: rope_base, which the global layers use).
+    rope_local_base: float | None = None
+    # Attention scores are scaled by 1/sqrt(query_pre_attn_scalar) (None: 1/sqrt(head_dim)).
+    query_pre_attn_scalar: int | None = None
+    # Soft-capping of the final logits, cap * tanh(logits / cap) (None: off; Gemma 3's config
+    # has the field, its released models leave it off).
+    final_softcap: float | None = None
     # --- Mixture of experts (Qwen3-MoE; None: a dense model) ---
     # Experts per MoE layer, and how many of them each token is routed to (top-k).
     num_experts: int | None = None
@@ -223,6 +246,7 @@ class GPTConfig:
         if not self.ln_eps > 0:
             raise ConfigError(f"GPTConfig.ln_eps must be > 0, got {self.ln_eps!r}")
         self._check_family()
+        self._check_windows()
         self._check_moe()
         self._check_heads()
         if self.quantization not in (None, "int8"):
@@ -273,10 +297,65 @@ class GPTConfig:
             ]
             if extra:
                 raise ConfigError(
-                    f"GPTConfig: {', '.join(extra)} belong to the llama3/qwen3 families; "
+                    f"GPTConfig: {', '.join(extra)} belong to the llama3/qwen3/gemma3 families; "
                     "GPT-2 (family 'gpt2') has learned positions, a 4x GELU MLP and one key/value "
-                    "head per query head. Set family to 'llama3' or 'qwen3', or drop them"
+                    "head per query head. Set family to 'llama3', 'qwen3' or 'gemma3', or drop them"
                 )
+
+    def _check_windows(self) -> None:
+        types = self.layer_types
+        types = (types,) if isinstance(types, str) else tuple(types)
+        object.__setattr__(self, "layer_types", types)  # a JSON list -> a tuple
+        for name in ("sliding_window", "query_pre_attn_scalar"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(
+                    f"GPTConfig.{name} must be a positive integer or null, got {value!r}"
+                )
+        w = self.sliding_window
+        for name in ("rope_local_base", "final_softcap"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"GPTConfig.{name} must be a number > 0 or null, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if types and w is None:
+            raise ConfigError(
+                "GPTConfig.layer_types needs sliding_window: it says which layers use it"
+            )
+        if types and len(types) != self.n_layers:
+            raise ConfigError(
+                f"GPTConfig.layer_types has {len(types)} entries; the model has {self.n_layers} "
+                "layers (one entry each)"
+            )
+        bad = sorted({t for t in types if t not in LAYER_TYPES})
+        if bad:
+            raise ConfigError(f"GPTConfig.layer_types: {bad} are not one of {list(LAYER_TYPES)}")
+        if self.family == "gpt2":
+            extra = [name for name in _WINDOW_FIELDS if getattr(self, name) not in (None, ())]
+            if extra:
+                raise ConfigError(
+                    f"GPTConfig: {', '.join(extra)} belong to the RoPE families (llama3, qwen3, "
+                    "gemma3); GPT-2 attends over its whole context"
+                )
+
+    def window(self, layer: int) -> int | None:
+        """Keys a query of block ``layer`` sees (its sliding window), or None for a global
+        layer that sees every earlier position."""
+        if self.sliding_window is None:
+            return None
+        if self.layer_types and self.layer_types[layer] == "full_attention":
+            return None
+        return self.sliding_window
+
+    def rope_base_of(self, layer: int) -> float:
+        """RoPE's theta in block ``layer``: ``rope_local_base`` in local layers when set."""
+        if self.window(layer) is not None and self.rope_local_base is not None:
+            return self.rope_local_base
+        return self.rope_base
 
     def _check_moe(self) -> None:
         layers = self.mlp_only_layers
@@ -391,6 +470,11 @@ class GPTConfig:
                 del d[key]
         else:
             d["mlp_only_layers"] = list(self.mlp_only_layers)
+        for key in _WINDOW_FIELDS:
+            if d[key] in (None, ()):
+                del d[key]
+        if self.layer_types:
+            d["layer_types"] = list(self.layer_types)
         if self.lora is not None:
             d["lora"] = self.lora.to_dict()
         if self.rope_scaling is not None:

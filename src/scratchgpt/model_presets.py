@@ -1,5 +1,5 @@
 """The named model configs (``GPTConfig.from_preset``): GPT-2's sizes, small models for CPU work
-and tests, and Llama 3.x, Qwen3 and Qwen3-MoE with their published shapes (the models'
+and tests, and Llama 3.x, Qwen3, Qwen3-MoE and Gemma 3 with their published shapes (the models'
 config.json on the Hugging Face hub), so ``scratchgpt info --preset`` reproduces their parameter
 counts. Plain dicts of GPTConfig fields; the config validates them when it is built."""
 
@@ -38,6 +38,30 @@ _QWEN3 = dict(
 )  # fmt: skip
 
 
+# Gemma 3: local layers see the last 512 tokens (RoPE theta 10k), every sixth layer is global
+# (theta 1M); one key/value head of width 256, scores scaled by 1/sqrt(256).
+_GEMMA3 = dict(
+    family="gemma3", vocab_size=262144, context_length=32768, n_kv_groups=1, head_dim=256,
+    rope_base=1000000.0, rope_local_base=10000.0, sliding_window=512, query_pre_attn_scalar=256,
+    qk_norm=True, ln_eps=1e-6, drop_rate=0.0, init="gpt2", tie_weights=True,
+)  # fmt: skip
+
+
+def gemma3_layer_types(n_layers: int, every: int = 6) -> list[str]:
+    """Gemma 3's pattern: ``every - 1`` local (sliding-window) layers, then one global."""
+    return [
+        "full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(n_layers)
+    ]
+
+
+def repeat_layer_pattern(layer_types: list[str], n_layers: int) -> list[str]:
+    """``layer_types`` for ``n_layers`` layers, repeating the pattern of the given ones (up to
+    and including their first global layer), e.g. a preset's with a different depth."""
+    full = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+    period = full[0] + 1 if full else len(layer_types)
+    return [layer_types[i % period] for i in range(n_layers)]
+
+
 def _sized(base: dict[str, Any], emb: int, heads: int, layers: int, hidden: int, **kw: Any):
     return dict(base, emb_dim=emb, n_heads=heads, n_layers=layers, hidden_dim=hidden, **kw)
 
@@ -71,6 +95,15 @@ PRESETS.update(
         "qwen3-30b-a3b": _sized(
             _QWEN3, 2048, 32, 48, 6144, n_kv_groups=4, num_experts=128, num_experts_per_tok=8,
             moe_intermediate_size=768, norm_topk_prob=True,
+        ),
+        # Gemma 3 (text): 268,098,176 and 999,885,952 parameters.
+        "gemma3-270m": _sized(_GEMMA3, 640, 4, 18, 2048, layer_types=gemma3_layer_types(18)),
+        "gemma3-1b": _sized(_GEMMA3, 1152, 4, 26, 6912, layer_types=gemma3_layer_types(26)),
+        # Tests: two local layers with a window of 8, then a global one.
+        "gemma3-tiny": _sized(
+            dict(_GEMMA3, vocab_size=50257, context_length=64, init="pytorch"), 32, 4, 3, 64,
+            n_kv_groups=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+            layer_types=gemma3_layer_types(3, every=3),
         ),
         "qwen3-moe-tiny": _sized(
             dict(family="qwen3", context_length=64, drop_rate=0.0, ln_eps=1e-6), 32, 4, 2, 64,

@@ -79,7 +79,7 @@ class _Sequence:
     def __init__(self, request: SlotRequest, cache: KVCache, tokenizer: Any, order: int) -> None:
         self.request = request
         self.cache = cache  # the slot's row, for prefill
-        self.generator = request.sampling.make_generator(cache.keys.device)
+        self.generator = request.sampling.make_generator(cache.device)
         self.pieces = TextPieces(tokenizer, request.stops)
         self.order = order  # joining order: prefills run first come, first served
         self.length = 0  # positions of the cache filled
@@ -115,7 +115,7 @@ class SlotDecoder:
         with torch.inference_mode():
             self.cache = SlotKVCache.for_model(model, slots, max_len)
         self.max_len = self.cache.max_len
-        self.device = self.cache.keys.device
+        self.device = self.cache.device
         vocab = int(model.cfg.vocab_size)
         limit = getattr(tokenizer, "vocab_size", None)
         # Ids the tokenizer cannot decode are never sampled (an embedding table may be larger).

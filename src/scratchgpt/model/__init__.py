@@ -1,9 +1,10 @@
-"""The models: attention, blocks, GPT-2 and Llama 3.x / Qwen3 (dense or mixture of experts),
+"""The models: attention, blocks, GPT-2, Llama 3.x / Qwen3 (dense or mixture of experts) and Gemma 3,
 the KV cache, and size/FLOP statistics. ``build_model(cfg)`` builds the family a config names."""
 
 from scratchgpt.model.attention import GroupedQueryAttention, MultiHeadAttention
 from scratchgpt.model.build import MODEL_CLASSES, MODEL_TYPES, build_model
-from scratchgpt.model.feed_forward import SwiGLUFeedForward
+from scratchgpt.model.feed_forward import GeGLUFeedForward, SwiGLUFeedForward
+from scratchgpt.model.gemma import Gemma3Model, GemmaBlock
 from scratchgpt.model.gpt import GELU, FeedForward, GPTModel, LayerNorm, TransformerBlock
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.llama import LlamaBlock, LlamaModel
@@ -18,6 +19,9 @@ __all__ = [
     "MODEL_TYPES",
     "FeedForward",
     "GPTModel",
+    "GeGLUFeedForward",
+    "Gemma3Model",
+    "GemmaBlock",
     "GroupedQueryAttention",
     "KVCache",
     "LayerNorm",

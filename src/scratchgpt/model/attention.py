@@ -1,5 +1,6 @@
 """Causal self-attention: the book's multi-head attention (chapter 3) and the grouped-query
-attention of Llama 3.x / Qwen3, each with an optional KV cache.
+attention of Llama 3.x / Qwen3 / Gemma 3 (optionally over a sliding window), each with an
+optional KV cache.
 
 Shapes: B batch, T new tokens, S keys visible (past + new), H heads, hd head_dim.
 """
@@ -166,13 +167,25 @@ def causal_allowed(attention_mask: torch.Tensor, t: int, past: int) -> torch.Ten
     return allowed
 
 
+def sliding_window_allowed(t: int, s: int, window: int, device: torch.device) -> torch.Tensor:
+    """(T, S) bool for T new queries that are the last T of S key positions: a query sees
+    itself and the ``window - 1`` positions before it (a band under the diagonal)."""
+    ones = torch.ones(t, s, dtype=torch.bool, device=device)
+    return ones.tril(s - t) & ~ones.tril(s - t - window)
+
+
 class GroupedQueryAttention(nn.Module):
-    """Causal attention with fewer key/value heads than query heads (Llama 3.x, Qwen3).
+    """Causal attention with fewer key/value heads than query heads (Llama 3.x, Qwen3, Gemma 3).
 
     ``num_kv_groups`` key/value heads each serve ``num_heads // num_kv_groups`` query heads, so
     the KV cache holds only the key/value heads (4x smaller for Llama 3.2 1B). Queries and keys
-    are rotated by RoPE (positions) after the optional per-head RMSNorm of Qwen3 (``qk_norm``).
-    There is no causal-mask buffer: a 131k-token context would make it 17 GB.
+    are rotated by RoPE (positions) after the optional per-head RMSNorm of Qwen3 and Gemma 3
+    (``qk_norm``, of class ``norm``). There is no causal-mask buffer: a 131k-token context would
+    make it 17 GB.
+
+    Gemma 3's options: ``window`` makes this a local layer, where a query sees only itself and
+    the ``window - 1`` positions before it (sliding-window attention); ``scale`` replaces
+    1/sqrt(head_dim) as the scores' factor.
     """
 
     def __init__(
@@ -187,6 +200,9 @@ class GroupedQueryAttention(nn.Module):
         norm_eps: float = 1e-6,
         qkv_bias: bool = False,
         impl: str = "sdpa",
+        norm: type[nn.Module] = RMSNorm,
+        window: int | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_groups:
@@ -196,12 +212,14 @@ class GroupedQueryAttention(nn.Module):
         self.group_size = num_heads // num_kv_groups
         self.head_dim = head_dim
         self.impl = impl
+        self.window = window
+        self.scale = scale  # None: the kernels' own 1/sqrt(head_dim)
         self.W_query = nn.Linear(d_in, num_heads * head_dim, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, num_kv_groups * head_dim, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, num_kv_groups * head_dim, bias=qkv_bias)
         self.out_proj = nn.Linear(num_heads * head_dim, d_in, bias=False)
-        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.q_norm = norm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = norm(head_dim, norm_eps) if qk_norm else None
         self.dropout = nn.Dropout(dropout)
         # Inference-only fast paths (see fuse_projections); None until prepared.
         self.fast_qkv: InferenceLinear | None = None
@@ -244,9 +262,11 @@ class GroupedQueryAttention(nn.Module):
             see_all = functools.partial(self._attend, allowed=None)
             context = slot_attention(queries, kv_cache.rows(layer_idx), see_all)
         else:
+            past = 0
             if kv_cache is not None:
+                past = kv_cache.pos
                 keys, values = kv_cache.update(layer_idx, keys, values)  # (B, G, S, hd)
-            context = self._attend(queries, keys, values, allowed)  # (B, H, T, hd)
+            context = self._attend(queries, keys, values, allowed, past)  # (B, H, T, hd)
         context = context.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim).to(x.dtype)
         return run_linears(self.fast_out, (self.out_proj,), context)[0]
 
@@ -256,20 +276,34 @@ class GroupedQueryAttention(nn.Module):
         keys: torch.Tensor,
         values: torch.Tensor,
         allowed: torch.Tensor | None,
+        past: int = 0,
     ) -> torch.Tensor:
+        """Attention of T queries (the last T positions) over S keys/values, which are the
+        last S positions of the ``past + T`` so far (all of them, or a local layer's window).
+        ``allowed`` (B, 1, T, past + T), if given, masks padding."""
         t, s = queries.shape[2], keys.shape[2]
         p = self.dropout.p if self.training else 0.0
         queries = queries.to(keys.dtype)  # a bf16 model's fp32 cache on a CPU (see KVCache)
+        if allowed is not None and allowed.shape[-1] > s:
+            allowed = allowed[..., -s:]  # a local layer's cache holds only its window
+        if self.window is not None and s > self.window:
+            band = sliding_window_allowed(t, s, self.window, queries.device)
+            allowed = band if allowed is None else allowed & band
         if self.impl == "explicit":
             # Each key/value head repeated for the query heads of its group: (B, H, S, hd).
             keys = keys.repeat_interleave(self.group_size, dim=1)
             values = values.repeat_interleave(self.group_size, dim=1)
             attn_scores = queries @ keys.transpose(2, 3)  # (B, H, T, S)
+            if self.scale is None:
+                attn_scores = attn_scores / self.head_dim**0.5
+            else:
+                attn_scores = attn_scores * self.scale
             if allowed is None:
                 allowed = torch.ones(t, s, dtype=torch.bool, device=queries.device).tril_(s - t)
             attn_scores = attn_scores.masked_fill(~allowed, float("-inf"))
-            attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
+            attn_weights = torch.softmax(attn_scores, dim=-1)
             return self.dropout(attn_weights) @ values
+        scale = self.scale
         gqa = self.group_size > 1
         if t == 1 and gqa:
             # One new token (a decode step): the query heads of a group become the rows of one
@@ -277,17 +311,19 @@ class GroupedQueryAttention(nn.Module):
             # no mask beyond padding (``allowed`` (B, 1, 1, S) broadcasts over the rows).
             b, g = queries.shape[0], self.num_kv_groups
             q = queries.view(b, g, self.group_size, self.head_dim)
-            context = F.scaled_dot_product_attention(q, keys, values, allowed, dropout_p=p)
+            context = F.scaled_dot_product_attention(
+                q, keys, values, allowed, dropout_p=p, scale=scale
+            )
             return context.reshape(b, self.num_heads, 1, self.head_dim)
         if allowed is None and t == 1:
             # One new token sees every cached key: no mask needed.
-            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, scale=scale)
         if allowed is None and t == s:
             return F.scaled_dot_product_attention(
-                queries, keys, values, dropout_p=p, is_causal=True, enable_gqa=gqa
+                queries, keys, values, dropout_p=p, is_causal=True, enable_gqa=gqa, scale=scale
             )
         if allowed is None:
             allowed = torch.ones(t, s, dtype=torch.bool, device=queries.device).tril_(s - t)
         return F.scaled_dot_product_attention(
-            queries, keys, values, allowed, dropout_p=p, enable_gqa=gqa
+            queries, keys, values, allowed, dropout_p=p, enable_gqa=gqa, scale=scale
         )

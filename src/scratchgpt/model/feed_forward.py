@@ -1,7 +1,11 @@
-"""The gated feed-forward of Llama 3.x and Qwen3 (SwiGLU), also the expert of a mixture of
-experts (model.moe)."""
+"""Gated feed-forwards: ``fc3(act(fc1(x)) * fc2(x))``. SwiGLU (silu gate) is Llama 3.x's and
+Qwen3's, and the expert of a mixture of experts (model.moe); GeGLU (tanh-approximated GELU gate)
+is Gemma 3's."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +14,10 @@ from torch import nn
 from scratchgpt.model.inference import InferenceLinear, run_linears
 
 
-class SwiGLUFeedForward(nn.Module):
-    """Gated feed-forward: ``fc3(silu(fc1(x)) * fc2(x))`` (gate, up and down projections)."""
+class GatedFeedForward(nn.Module):
+    """Gated feed-forward: ``fc3(act(fc1(x)) * fc2(x))`` (gate, up and down projections)."""
+
+    activation: Callable[[torch.Tensor], torch.Tensor] = staticmethod(F.silu)
 
     def __init__(self, emb_dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -32,4 +38,16 @@ class SwiGLUFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = run_linears(self.fast_gate_up, (self.fc1, self.fc2), x)
-        return run_linears(self.fast_down, (self.fc3,), F.silu(gate) * up)[0]
+        return run_linears(self.fast_down, (self.fc3,), self.activation(gate) * up)[0]
+
+
+class SwiGLUFeedForward(GatedFeedForward):
+    """Llama 3.x / Qwen3: ``fc3(silu(fc1(x)) * fc2(x))``."""
+
+    activation = staticmethod(F.silu)
+
+
+class GeGLUFeedForward(GatedFeedForward):
+    """Gemma 3: ``fc3(gelu_tanh(fc1(x)) * fc2(x))`` (GELU's tanh approximation, as GPT-2's)."""
+
+    activation = staticmethod(functools.partial(F.gelu, approximate="tanh"))

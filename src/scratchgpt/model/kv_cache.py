@@ -11,6 +11,7 @@ attention reads every position of every row, masked (a fixed shape whatever the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,7 +44,14 @@ def _sized_for(
 
 
 class KVCache:
-    """Cached keys/values for all layers of one batch of sequences."""
+    """Cached keys/values for all layers of one batch of sequences.
+
+    A layer with a sliding window (``windows[i]``, Gemma 3's local layers) keeps only the last
+    ``window`` positions, in a ring: its memory grows with the window, not the sequence (a
+    local layer of a 32k-token Gemma 3 prompt holds 512 positions). Its :meth:`update` returns
+    the cached positions the new queries can still see followed by the new ones, in order; the
+    attention masks what lies outside each query's window.
+    """
 
     def __init__(
         self,
@@ -53,14 +61,22 @@ class KVCache:
         head_dim: int,
         max_len: int,
         *,
+        windows: Sequence[int | None] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        shape = (n_layers, batch_size, n_heads, max_len, head_dim)
+        self.windows = list(windows) if windows is not None else [None] * n_layers
+        if len(self.windows) != n_layers:
+            raise ValueError(f"{len(self.windows)} windows for {n_layers} layers")
         # Uninitialised: a position is always written before attention reads it, and zeroing a
         # long cache costs as much as a layer's matmul at prefill.
-        self.keys = torch.empty(shape, device=device, dtype=dtype)
-        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        for window in self.windows:
+            length = max_len if window is None else min(window, max_len)
+            shape = (batch_size, n_heads, length, head_dim)
+            self.keys.append(torch.empty(shape, device=device, dtype=dtype))
+            self.values.append(torch.empty(shape, device=device, dtype=dtype))
         self.max_len = max_len
         self.pos = 0  # number of positions already filled (same for every layer after a forward)
 
@@ -69,22 +85,54 @@ class KVCache:
         cls, model: torch.nn.Module, batch_size: int, max_len: int | None = None
     ) -> KVCache:
         """A cache sized for ``model`` (any scratchgpt model); max_len defaults to its context
-        length. Grouped-query models store only their key/value heads."""
+        length. Grouped-query models store only their key/value heads, local layers only their
+        window."""
         args, kwargs = _sized_for(model, batch_size, max_len)
-        return cls(*args, **kwargs)
+        cfg = model.cfg
+        return cls(*args, windows=[cfg.window(i) for i in range(cfg.n_layers)], **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.keys[0].dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the cache holds (keys and values of every layer)."""
+        return sum(t.nbytes for t in (*self.keys, *self.values))
 
     def update(
         self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store new (B, H, T, hd) keys/values at the current position; return all (B, H, S, hd)."""
-        end = self.pos + keys.shape[2]
+        """Store new (B, H, T, hd) keys/values at the current position; return the (B, H, S, hd)
+        keys/values the new queries attend over: every position so far, or for a local layer
+        the last ``window - 1`` cached ones and the new ones (always the last S positions)."""
+        past, t = self.pos, keys.shape[2]
+        end = past + t
         if end > self.max_len:
             raise ValueError(
                 f"KV cache is full: {end} positions requested, room for {self.max_len}"
             )
-        self.keys[layer_idx, :, :, self.pos : end] = keys
-        self.values[layer_idx, :, :, self.pos : end] = values
-        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+        cache_k, cache_v = self.keys[layer_idx], self.values[layer_idx]
+        window = self.windows[layer_idx]
+        if window is None or end <= cache_k.shape[2]:
+            cache_k[:, :, past:end] = keys
+            cache_v[:, :, past:end] = values
+            return cache_k[:, :, :end], cache_v[:, :, :end]
+        # A ring of `window` positions: position p lives at p % window.
+        size = cache_k.shape[2]
+        seen = min(past, window - 1)  # cached positions the first new query still sees
+        old = torch.arange(past - seen, past, device=cache_k.device) % size
+        all_k = torch.cat((cache_k.index_select(2, old), keys.to(cache_k.dtype)), dim=2)
+        all_v = torch.cat((cache_v.index_select(2, old), values.to(cache_v.dtype)), dim=2)
+        kept = min(t, size)  # of the new positions, the ones a later query may see
+        slots = torch.arange(end - kept, end, device=cache_k.device) % size
+        cache_k.index_copy_(2, slots, all_k[:, :, -kept:])
+        cache_v.index_copy_(2, slots, all_v[:, :, -kept:])
+        return all_k, all_v
 
     def advance(self, n: int) -> None:
         """Mark n more positions as filled (the model calls this after its last layer)."""
@@ -96,9 +144,12 @@ class KVCache:
     @classmethod
     def over(cls, keys: torch.Tensor, values: torch.Tensor, max_len: int) -> KVCache:
         """A cache whose storage is ``keys``/``values`` (layers, B, H, >= max_len, hd), e.g. one
-        row of a :class:`SlotKVCache`, filled from position 0."""
+        row of a :class:`SlotKVCache`, filled from position 0. Every layer keeps all positions
+        (local layers' attention masks beyond their window)."""
         cache = cls.__new__(cls)
-        cache.keys, cache.values, cache.max_len, cache.pos = keys, values, max_len, 0
+        cache.keys, cache.values = list(keys.unbind(0)), list(values.unbind(0))
+        cache.windows = [None] * keys.shape[0]
+        cache.max_len, cache.pos = max_len, 0
         return cache
 
 
@@ -114,6 +165,9 @@ class SlotKVCache:
     sequence; attention then runs row by row over that row's own filled positions
     (:meth:`rows`), so what a row computes never depends on the other rows or on the cache's
     size. ``pos`` stays 0: the shared position count of :class:`KVCache` has no meaning here.
+    A layer with a sliding window (``windows``) attends over the row's last ``window``
+    positions; its storage still spans the whole row (a prompt is prefilled through
+    :meth:`slot`'s plain cache).
     """
 
     def __init__(
@@ -124,9 +178,11 @@ class SlotKVCache:
         head_dim: int,
         max_len: int,
         *,
+        windows: Sequence[int | None] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
+        self.windows = list(windows) if windows is not None else [None] * n_layers
         shape = (n_layers, slots, n_heads, max_len + 1, head_dim)
         # Uninitialised, as KVCache: attention reads only positions a row has written.
         self.keys = torch.empty(shape, device=device, dtype=dtype)
@@ -147,7 +203,12 @@ class SlotKVCache:
         """A cache of ``slots`` rows for ``model``, ``max_len`` positions each (default: the
         model's context length)."""
         args, kwargs = _sized_for(model, slots, max_len)
-        return cls(*args, **kwargs)
+        cfg = model.cfg
+        return cls(*args, windows=[cfg.window(i) for i in range(cfg.n_layers)], **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
 
     def slot(self, row: int) -> KVCache:
         """A plain :class:`KVCache` over row ``row``, empty: a prompt is prefilled through it
@@ -174,12 +235,15 @@ class SlotKVCache:
         return self.keys[layer_idx], self.values[layer_idx]
 
     def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions."""
+        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions (the
+        last ``window`` of them in a local layer)."""
         k, v = self.keys[layer_idx], self.values[layer_idx]
+        window = self.windows[layer_idx]
         return [
-            (r, k[r : r + 1, :, :n], v[r : r + 1, :, :n])
+            (r, k[r : r + 1, :, first:n], v[r : r + 1, :, first:n])
             for r, (on, n) in enumerate(zip(self.active, self._lengths))
             if on
+            for first in (0 if window is None else max(0, n - window),)
         ]
 
     def advance(self, n: int) -> None:

@@ -1,4 +1,5 @@
-"""RMSNorm (Llama 3.x, Qwen3): x / sqrt(mean(x^2) + eps) * scale, no mean subtraction, no shift.
+"""RMSNorm (Llama 3.x, Qwen3): x / sqrt(mean(x^2) + eps) * scale, no mean subtraction, no shift;
+Gemma's variant scales by 1 + scale.
 
 GPT-2's LayerNorm lives with the GPT-2 model (scratchgpt.model.gpt).
 """
@@ -26,3 +27,20 @@ class RMSNorm(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.scale * x.to(dtype)
+
+
+class GemmaRMSNorm(nn.Module):
+    """Gemma's RMSNorm: the scale is stored as an offset from 1 (``x_norm * (1 + scale)``, scale
+    initialised to zeros), and the product is taken in float32 before casting back, as Gemma's
+    reference does (a bf16 model rounds once, at the end)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * (1.0 + self.scale.float())).to(dtype)

@@ -75,7 +75,8 @@ def _block_params(cfg: GPTConfig, layer: int = 0, experts: int | None = None) ->
         return weights + biases + 2 * 2 * e  # two LayerNorms (scale + shift)
     qkv_bias = (cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_size if cfg.qkv_bias else 0
     qk_norm = 2 * cfg.head_size if cfg.qk_norm else 0
-    return weights + qkv_bias + qk_norm + 2 * e  # two RMSNorms (scale only)
+    norms = 4 if cfg.family == "gemma3" else 2  # Gemma 3 also normalises each branch's output
+    return weights + qkv_bias + qk_norm + norms * e  # RMSNorms (scale only)
 
 
 def model_stats(cfg: GPTConfig) -> ModelStats:

@@ -20,6 +20,8 @@ from torch import nn
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError, DataError
 from scratchgpt.fileio import PathLike, read_text
+from scratchgpt.model_presets import PRESETS as MODEL_PRESETS
+from scratchgpt.model_presets import repeat_layer_pattern
 from scratchgpt.training.config import RUN_CONFIG_FILE, DataConfig, RunConfig
 from scratchgpt.training.distributed import print0
 from scratchgpt.training.loop import TrainResult, train
@@ -221,6 +223,10 @@ def resolve_model_config(config: RunConfig, tokenizer: Any) -> GPTConfig:
     overrides = config.model.overrides()
     tok_vocab = int(tokenizer.vocab_size)
     overrides.setdefault("vocab_size", tok_vocab)
+    preset_types = MODEL_PRESETS.get(config.model.preset, {}).get("layer_types")
+    if preset_types and overrides.get("n_layers", len(preset_types)) != len(preset_types):
+        # A deeper or shallower Gemma keeps its preset's local/global pattern.
+        overrides["layer_types"] = repeat_layer_pattern(preset_types, overrides["n_layers"])
     cfg = GPTConfig.from_preset(config.model.preset, **overrides)
     if cfg.vocab_size < tok_vocab:
         raise ConfigError(

@@ -242,7 +242,8 @@ _MODEL_HELP = {
     "attention": "attention implementation",
     "init": "weight initialisation",
     "ln_eps": "LayerNorm (GPT-2) or RMSNorm (Llama, Qwen3) epsilon",
-    "family": "architecture: gpt2, llama3 (RoPE, RMSNorm, SwiGLU, GQA) or qwen3 (+ QK-norm)",
+    "family": "architecture: gpt2, llama3 (RoPE, RMSNorm, SwiGLU, GQA), qwen3 (+ QK-norm) or "
+    "gemma3 (+ sliding windows, GeGLU, four norms per block)",
     "hidden_dim": "feed-forward width (default: 4 * emb_dim for gpt2)",
     "n_kv_groups": "key/value heads of grouped-query attention (default: n_heads)",
     "head_dim": "width of one attention head (default: emb_dim / n_heads)",
@@ -255,6 +256,10 @@ _MODEL_HELP = {
     "moe_intermediate_size": "width of one expert's SwiGLU",
     "norm_topk_prob": "renormalise the top-k router weights to sum to 1",
     "decoder_sparse_step": "every this many blocks is a mixture-of-experts one",
+    "sliding_window": "keys a local layer's query sees (gemma3; unset: every layer global)",
+    "rope_local_base": "RoPE theta of the local layers (gemma3; default: rope_base)",
+    "query_pre_attn_scalar": "attention scores are scaled by 1/sqrt(this) (default: head_dim)",
+    "final_softcap": "soft-cap the logits at this value, cap * tanh(logits / cap)",
 }
 
 
@@ -262,9 +267,10 @@ _MODEL_HELP = {
 # instruct recipes' own sections, which build it in the book's order; int8 quantization is for
 # inference (load_model(quantize=...), --quantize); pretraining has no flag for either.
 _ADDED_BY_FINETUNING = ("num_classes", "lora", "quantization")
-# A list of layer indices (Qwen3-MoE's dense exceptions) has no flag: a model pretrained here
-# places its dense layers with decoder_sparse_step; loaded folders bring their own list.
-_NO_FLAG = ("mlp_only_layers",)
+# Per-layer lists have no flag: a model pretrained here places Qwen3-MoE's dense layers with
+# decoder_sparse_step, and keeps its preset's local/global pattern for Gemma 3's layer_types
+# (repeated to the depth asked for); loaded folders bring their own lists.
+_NO_FLAG = ("mlp_only_layers", "layer_types")
 
 
 class _ModelSpecBase:

@@ -1,6 +1,6 @@
 """Hugging Face model folders: one mapping file per model family, chosen by ``model_type``.
 
-GPT-2, Llama 3.x, Qwen3 and Qwen3-MoE are here. Adding a family (Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
+GPT-2, Llama 3.x, Qwen3, Qwen3-MoE and Gemma 3 (text) are here. Adding a family (Gemma ...) means writing ``scratchgpt/weights/hf/<family>.py``
 with an :class:`HFFamily` (config both ways, the tensor plan, the export) and adding it to
 :data:`FAMILIES`; :func:`scratchgpt.weights.load_model` and ``scratchgpt info`` then read its
 folders with no other change.
@@ -14,7 +14,7 @@ from typing import Any
 
 from scratchgpt.errors import CheckpointError
 from scratchgpt.fileio import PathLike
-from scratchgpt.weights.hf import gpt2, llama
+from scratchgpt.weights.hf import gemma, gpt2, llama
 from scratchgpt.weights.hf.base import HFFamily, hf_weight_files, load_hf, save_hf
 from scratchgpt.weights.hf.gpt2 import (
     config_from_hf,
@@ -28,7 +28,8 @@ from scratchgpt.weights.native import unwrap_model
 
 # model_type -> family: the registry.
 FAMILIES: dict[str, HFFamily] = {
-    family.model_type: family for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3, llama.QWEN3_MOE)
+    family.model_type: family
+    for family in (gpt2.FAMILY, llama.LLAMA, llama.QWEN3, llama.QWEN3_MOE, gemma.GEMMA3)
 }
 
 
@@ -37,6 +38,7 @@ EXPORT_FAMILIES: dict[str, HFFamily] = {
     "gpt2": gpt2.FAMILY,
     "llama3": llama.LLAMA,
     "qwen3": llama.QWEN3,
+    "gemma3": gemma.GEMMA3,
 }
 
 

@@ -279,7 +279,9 @@ def hf_plan(cfg: GPTConfig, prefix: str = "model.") -> list[TensorMap]:
 _HF_BUFFERS = re.compile(r"^(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
 
 
-def _hf_ignore(cfg: GPTConfig) -> Callable[[str], bool]:
+def hf_ignore(cfg: GPTConfig) -> Callable[[str], bool]:
+    """Tensors of a Llama-style folder that are not weights we read: old RoPE buffers, and
+    the head of a model whose head is its embedding table."""
     tied = cfg.tie_weights
     return lambda name: bool(_HF_BUFFERS.match(name)) or (tied and name == "lm_head.weight")
 
@@ -295,9 +297,13 @@ def hf_state_dict(model: Any, prefix: str = "model.") -> dict[str, torch.Tensor]
     return {theirs: ours[mine].detach().to("cpu").clone() for mine, theirs in names.items()}
 
 
+def plan_prefix(names: Sequence[str]) -> str:
+    """The prefix of the decoder's tensors in a folder ("model." from a ...ForCausalLM)."""
+    return "model." if any(n.startswith("model.") for n in names) else ""
+
+
 def _plan_for_files(cfg: GPTConfig, names: Sequence[str]) -> list[TensorMap]:
-    prefix = "model." if any(n.startswith("model.") for n in names) else ""
-    return hf_plan(cfg, prefix)
+    return hf_plan(cfg, plan_prefix(names))
 
 
 def _family(model_type: str) -> HFFamily:
@@ -307,7 +313,7 @@ def _family(model_type: str) -> HFFamily:
         config_from_hf=config_from_hf,
         hf_config=hf_config_from_ours,
         plan=_plan_for_files,
-        ignore=_hf_ignore,
+        ignore=hf_ignore,
         state_dict=hf_state_dict,
     )
 
