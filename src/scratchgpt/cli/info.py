@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def describe(args: argparse.Namespace) -> dict[str, Any]:
     """The information `info` prints, as a JSON-able dict."""
     from scratchgpt.config import GPTConfig
-    from scratchgpt.model import model_stats
+    from scratchgpt.model import kv_cache_bytes, kv_cache_bytes_per_token, model_stats
 
     out: dict[str, Any] = {}
     if args.preset is not None:
@@ -61,6 +61,14 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         # A mixture of experts computes with k of its experts per token, not all of them.
         out["parameters"]["active_per_token"] = stats.active_params
     out["memory_mb"] = {"fp32": round(stats.memory_mb(4), 2), "bf16": round(stats.memory_mb(2), 2)}
+    # The KV cache of one sequence, bf16 (fp32 is twice): grouped-query models store only their
+    # key/value heads, local (sliding-window) layers only their window.
+    per_token, windows = kv_cache_bytes_per_token(cfg, bytes_per_value=2)
+    out["kv_cache_bf16"] = {
+        "bytes_per_token": per_token,
+        "window_bytes": windows,
+        "at_context_bytes": kv_cache_bytes(cfg, cfg.context_length, bytes_per_value=2),
+    }
     out["flops_per_token"] = {
         "forward": stats.forward_flops_per_token,
         "training": stats.train_flops_per_token,
@@ -133,6 +141,15 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append("memory (weights only)")
     lines.append(f"  fp32  {m['fp32']:,.2f} MB")
     lines.append(f"  bf16  {m['bf16']:,.2f} MB")
+    kv = info["kv_cache_bf16"]
+    lines.append("")
+    lines.append("KV cache (bf16, one sequence)")
+    lines.append(f"  {'per token':<26} {_fmt_int(kv['bytes_per_token']):>16} bytes")
+    if kv["window_bytes"]:  # local layers: a fixed amount once their windows are full
+        full = kv["window_bytes"] / 1024**2
+        lines.append(f"  {'local layers (windows)':<26} {full:>16,.2f} MB")
+    at = f"at {info['config']['context_length']:,} tokens"
+    lines.append(f"  {at:<26} {kv['at_context_bytes'] / 1024**2:>16,.2f} MB")
     f = info["flops_per_token"]
     lines.append("")
     lines.append("FLOPs per token (at full context)")

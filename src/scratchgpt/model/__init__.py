@@ -11,7 +11,12 @@ from scratchgpt.model.llama import LlamaBlock, LlamaModel
 from scratchgpt.model.moe import MoEFeedForward
 from scratchgpt.model.norms import RMSNorm
 from scratchgpt.model.rope import RotaryEmbedding, apply_rope, rope_inv_freq
-from scratchgpt.model.stats import ModelStats, model_stats
+from scratchgpt.model.stats import (
+    ModelStats,
+    kv_cache_bytes,
+    kv_cache_bytes_per_token,
+    model_stats,
+)
 
 __all__ = [
     "GELU",
@@ -36,6 +41,8 @@ __all__ = [
     "TransformerBlock",
     "apply_rope",
     "build_model",
+    "kv_cache_bytes",
+    "kv_cache_bytes_per_token",
     "model_stats",
     "rope_inv_freq",
 ]

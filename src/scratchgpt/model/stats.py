@@ -98,13 +98,15 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
     k = cfg.num_experts_per_tok
     idle = sum(_block_params(cfg, i) - _block_params(cfg, i, k) for i in range(n))
     # FLOPs: 2 per weight of every matmul a token passes through (blocks + head), plus attention's
-    # scores and weighted sum against `context_length` keys (PaLM appendix B / nanoGPT's MFU).
+    # scores and weighted sum against `context_length` keys, or a local layer's window (PaLM
+    # appendix B / nanoGPT's MFU).
     block_matmul = sum(
         i * o for layer in range(n)
         for shapes in _block_linears(cfg, layer, k).values() for _, i, o in shapes
     )  # fmt: skip
     matmul_weights = block_matmul + head_matmul
-    forward = 2 * matmul_weights + n * 2 * 2 * c * cfg.n_heads * cfg.head_size
+    keys_seen = sum(min(c, cfg.window(layer) or c) for layer in range(n))
+    forward = 2 * matmul_weights + 2 * 2 * keys_seen * cfg.n_heads * cfg.head_size
     return ModelStats(
         total_params=total,
         params_without_head=body if cfg.tie_weights else total - head,
@@ -115,3 +117,22 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
         train_flops_per_token=3 * forward,
         active_params=total - idle,
     )
+
+
+def kv_cache_bytes(cfg: GPTConfig, tokens: int, bytes_per_value: int = 2) -> int:
+    """Bytes a KV cache holds for one sequence of ``tokens`` tokens: a key and a value of
+    ``kv_heads * head_size`` values per layer and position (grouped-query attention stores
+    only the key/value heads), and a local layer at most its window's positions."""
+    per_position = 2 * cfg.kv_heads * cfg.head_size * bytes_per_value
+    return sum(
+        per_position * min(tokens, cfg.window(layer) or tokens) for layer in range(cfg.n_layers)
+    )
+
+
+def kv_cache_bytes_per_token(cfg: GPTConfig, bytes_per_value: int = 2) -> tuple[int, int]:
+    """(bytes each further token adds, bytes the local layers hold once their windows are
+    full): the KV cache of a long sequence is ``window bytes + tokens * per token``."""
+    per_position = 2 * cfg.kv_heads * cfg.head_size * bytes_per_value
+    windows = [cfg.window(layer) for layer in range(cfg.n_layers)]
+    per_token = per_position * sum(1 for w in windows if w is None)
+    return per_token, per_position * sum(w for w in windows if w is not None)
