@@ -101,7 +101,7 @@ PRESETS.update(
         "gemma3-1b": _sized(_GEMMA3, 1152, 4, 26, 6912, layer_types=gemma3_layer_types(26)),
         # Tests: two local layers with a window of 8, then a global one.
         "gemma3-tiny": _sized(
-            dict(_GEMMA3, vocab_size=50257, context_length=64, init="pytorch"), 32, 4, 3, 64,
+            dict(_GEMMA3, vocab_size=50257, context_length=64), 32, 4, 3, 64,
             n_kv_groups=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
             layer_types=gemma3_layer_types(3, every=3),
         ),
