@@ -31,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Names (the hub's repository names work too, e.g. gpt2, Qwen/Qwen3-0.6B):\n"
             f"{_names_help()}\n\n"
             "Files: config.json and model.safetensors (or model.safetensors.index.json and\n"
-            "every shard it names); for Llama 3.x and Qwen3 also tokenizer.json,\n"
+            "every shard it names); for Llama 3.x, Qwen3 and Gemma 3 also tokenizer.json,\n"
             "tokenizer_config.json, and generation_config.json, special_tokens_map.json,\n"
             "chat_template.jinja where the repository has them.\n\n"
-            "Llama models are gated: accept Meta's license on the model's page on\n"
-            "huggingface.co, then log in with `hf auth login` or set HF_TOKEN."
+            "Llama and Gemma models are gated: accept Meta's or Google's license on the\n"
+            "model's page on huggingface.co, then log in with `hf auth login` or set HF_TOKEN."
         ),
     )
     p.add_argument(

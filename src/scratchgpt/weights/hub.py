@@ -129,13 +129,13 @@ def resolve_model_path(name_or_path: PathLike, cache_dir: PathLike | None = None
         raise CheckpointError(
             f"{name_or_path}: no such file or folder, and not a known model name "
             f"({known_names()}); pass a checkpoint folder, a Hugging Face folder (GPT-2, Llama "
-            "3.x, Qwen3) or a .safetensors file with config.json beside it"
+            "3.x, Qwen3, Gemma 3) or a .safetensors file with config.json beside it"
         )
     model = HUB_MODELS[canonical]
     folder = model_cache_dir(canonical, cache_dir)
     if not _has_weights(folder):
         access = (
-            "a network, a Hugging Face token and Meta's license accepted on the model's page"
+            "a network, a Hugging Face token and the license accepted on the model's page"
             if model.gated
             else "a network"
         )

@@ -2,8 +2,9 @@
 
 Our names are the presets' names in :mod:`scratchgpt.config` where there is one
 (``gpt2-small``, ``llama3.2-1b``, ``qwen3-0.6b`` ...), plus ``-instruct`` (Llama's chat-tuned
-releases) and ``-base`` (Qwen3's pretrained-only releases; Qwen's own unsuffixed repositories
-are the post-trained ones). The hub's repository names work too, in any case.
+releases), ``-base`` (Qwen3's pretrained-only releases; Qwen's own unsuffixed repositories
+are the post-trained ones) and ``-it`` (Gemma 3's instruction-tuned releases). The hub's
+repository names work too, in any case.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ class HubModel:
 
     name: str
     repo: str
-    family: str  # a GPTConfig family: "gpt2", "llama3" or "qwen3"
+    family: str  # a GPTConfig family: "gpt2", "llama3", "qwen3" or "gemma3"
 
     @property
     def gated(self) -> bool:
-        """Meta's repositories need an accepted license and a token before they serve files."""
-        return self.repo.startswith("meta-llama/")
+        """Meta's and Google's repositories need an accepted license and a token before they
+        serve files."""
+        return self.repo.startswith(("meta-llama/", "google/"))
 
 
 # Our name -> the hub repository holding the same weights as OpenAI's release.
@@ -45,12 +47,24 @@ QWEN3_REPOS: dict[str, str] = {
     for size in ("0.6b", "1.7b", "4b", "8b")
     for suffix, repo_suffix in (("", ""), ("-base", "-Base"))
 }
+# Gemma 3's text-only sizes: the pretrained 1B's repository says "-pt", the 270M's nothing.
+GEMMA3_REPOS: dict[str, str] = {
+    "gemma3-270m": "google/gemma-3-270m",
+    "gemma3-270m-it": "google/gemma-3-270m-it",
+    "gemma3-1b": "google/gemma-3-1b-pt",
+    "gemma3-1b-it": "google/gemma-3-1b-it",
+}
 HUB_MODELS: dict[str, HubModel] = {
     name: HubModel(name, repo, family)
-    for family, repos in (("gpt2", GPT2_REPOS), ("llama3", LLAMA3_REPOS), ("qwen3", QWEN3_REPOS))
+    for family, repos in (
+        ("gpt2", GPT2_REPOS),
+        ("llama3", LLAMA3_REPOS),
+        ("qwen3", QWEN3_REPOS),
+        ("gemma3", GEMMA3_REPOS),
+    )
     for name, repo in repos.items()
 }
-FAMILY_TITLES = {"gpt2": "GPT-2", "llama3": "Llama 3.x", "qwen3": "Qwen3"}
+FAMILY_TITLES = {"gpt2": "GPT-2", "llama3": "Llama 3.x", "qwen3": "Qwen3", "gemma3": "Gemma 3"}
 
 # Other spellings users meet: the hub's repository ids and bare repository names, and OpenAI's
 # folder names for GPT-2 (the book's "124M").
