@@ -334,12 +334,12 @@ class GPTConfig:
         bad = sorted({t for t in types if t not in LAYER_TYPES})
         if bad:
             raise ConfigError(f"GPTConfig.layer_types: {bad} are not one of {list(LAYER_TYPES)}")
-        if self.family == "gpt2":
+        if self.family != "gemma3":
             extra = [name for name in _WINDOW_FIELDS if getattr(self, name) not in (None, ())]
             if extra:
                 raise ConfigError(
-                    f"GPTConfig: {', '.join(extra)} belong to the RoPE families (llama3, qwen3, "
-                    "gemma3); GPT-2 attends over its whole context"
+                    f"GPTConfig: {', '.join(extra)} belong to the gemma3 family; a "
+                    f"{self.family} model attends over its whole context with 1/sqrt(head_dim)"
                 )
 
     def window(self, layer: int) -> int | None:
