@@ -23,7 +23,12 @@ PROMPT = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
 
 
 # The feed-forward fast path that reads the block's input, by family.
-FF_FAST = {"tiny": "fast_up", "llama3-tiny": "fast_gate_up", "qwen3-tiny": "fast_gate_up"}
+FF_FAST = {
+    "tiny": "fast_up",
+    "llama3-tiny": "fast_gate_up",
+    "qwen3-tiny": "fast_gate_up",
+    "gemma3-tiny": "fast_gate_up",
+}
 
 
 def tiny(preset: str, seed: int = 0) -> torch.nn.Module:
@@ -37,7 +42,7 @@ def tiny(preset: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny", "gemma3-tiny"])
 @pytest.mark.parametrize(
     ("dtype", "pack"), [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)]
 )
@@ -74,7 +79,7 @@ def test_fused_projections_keep_values_parameters_and_outputs(preset, dtype, pac
     assert torch.equal(generate(model, PROMPT, 12), expected)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny", "gemma3-tiny"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_layers_are_fused_with_the_same_outputs(preset, dtype):
     model = quantize_model(tiny(preset).to(dtype))
@@ -173,7 +178,7 @@ def test_copies_and_pickles_of_a_prepared_model_work_and_leave_the_fast_paths_ou
             torch.testing.assert_close(other(PROMPT), expected, atol=0.1, rtol=0)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny", "gemma3-tiny"])
 def test_a_bf16_model_attends_in_fp32_over_an_fp32_cache_on_a_cpu(preset):
     """PyTorch's CPU attention is about 3x slower in bf16: a bf16 model's KV cache is fp32 there,
     and cached decoding still gives the logits of the uncached forward pass (to bf16 rounding),

@@ -100,7 +100,7 @@ def _copy(model):
     return fresh.eval()
 
 
-@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "llama3-tiny", "qwen3-tiny", "gemma3-tiny"])
 def test_every_family_quantizes_saves_and_loads_back_as_is(preset, tmp_path):
     torch.manual_seed(0)
     model = build_model(GPTConfig.from_preset(preset, vocab_size=120)).eval()
