@@ -91,7 +91,7 @@ def decode_rows(hf, ours, folder: Path, args) -> list[tuple]:
     from scratchgpt.generation import generate, optimize_for_decoding
     from scratchgpt.weights import load_model
 
-    rows = []
+    rows, new = [], args.new_tokens
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, ours.cfg.vocab_size, (1, args.prompt_tokens), generator=g)
     for name in ("fp32", "bf16"):
@@ -99,13 +99,12 @@ def decode_rows(hf, ours, folder: Path, args) -> list[tuple]:
             hf.to(torch.bfloat16)
             ours = load_model(folder, dtype=torch.bfloat16).model
         fast = optimize_for_decoding(ours)
-        new = args.new_tokens
         shared = families.same_prefix(
             generate(fast, prompt, new), families.hf_generate(hf, prompt, new), prompt.shape[1]
         )
         print(f"{name}: ours and transformers generate the same first {shared} of {new} tokens")
         t = families.alternate(
-            {"ours": lambda: generate(fast, prompt, new),
+            {"ours": lambda f=fast: generate(f, prompt, new),
              "hf": lambda: families.hf_generate(hf, prompt, new)},
             args.repeats,
         )  # fmt: skip
@@ -145,7 +144,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.new_tokens = args.new_tokens or (16 if args.quick else 64)
     args.contexts = [
-        int(c) for c in (args.contexts or ("128,1024" if args.quick else "128,1024,4096")).split(",")
+        int(c)
+        for c in (args.contexts or ("128,1024" if args.quick else "128,1024,4096")).split(",")
     ]
     args.repeats = args.repeats or (1 if args.quick else 3)
     load_before = os.getloadavg()[0]
