@@ -16,7 +16,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig, LoRAConfig
 from scratchgpt.data.instructions import PROMPT_STYLES
 from scratchgpt.errors import CheckpointError, ConfigError, OutputExistsError
-from scratchgpt.model import GPTModel
+from scratchgpt.model import GPTModel, build_model
 from scratchgpt.tokenizers import get_tokenizer
 from scratchgpt.weights import save_checkpoint
 from scratchgpt.weights.gguf import save_gguf
@@ -206,6 +206,10 @@ def test_refusals(tmp_path, model, tok):
         save_gguf(_model(lora=LoRAConfig(rank=2)), tok, tmp_path / "l.gguf")
     with pytest.raises(ConfigError, match="q4"):
         save_gguf(model, tok, tmp_path / "x.gguf", type="q4")
+    for preset, what in (("gemma3-tiny", "'gemma3'"), ("qwen3-moe-tiny", "mixture-of-experts")):
+        other = build_model(GPTConfig.from_preset(preset, vocab_size=64))
+        with pytest.raises(ConfigError, match=f"not (a )?{what}.*convert_hf_to_gguf"):
+            save_gguf(other, tok, tmp_path / "x.gguf")
     chars = get_tokenizer("char", corpus="abc")
     with pytest.raises(ConfigError, match="a Hugging Face tokenizer"):
         save_gguf(_model(), chars, tmp_path / "x.gguf")

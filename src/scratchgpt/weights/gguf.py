@@ -150,9 +150,10 @@ def _check_model(model: Any) -> Any:
             f"the model's weights are {cfg.quantization}-quantized; export the float checkpoint "
             "(GGUF's own q8_0 type quantizes it: --type q8_0)"
         )
-    if cfg.family not in ("gpt2", *GGUF_ARCH):
+    kind = "a mixture-of-experts model" if cfg.num_experts is not None else repr(cfg.family)
+    if cfg.family not in ("gpt2", *GGUF_ARCH) or cfg.num_experts is not None:
         raise ConfigError(
-            f"GGUF export supports gpt2, llama3 and qwen3 models, not {cfg.family!r}; export "
+            f"GGUF export supports gpt2, llama3 and dense qwen3 models, not {kind}; export "
             "it with --format hf and convert that folder with llama.cpp's convert_hf_to_gguf.py"
         )
     return model
