@@ -14,6 +14,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model import KVCache, build_model
+from scratchgpt.model.kv_cache import SlotKVCache
 from scratchgpt.model.attention import (
     GroupedQueryAttention,
     causal_allowed,
@@ -101,6 +102,9 @@ def test_local_layers_memory_follows_the_window_not_the_sequence():
     # Two local layers hold 8 positions whatever the length; the global one holds them all.
     assert short.nbytes == per_position * (2 * window + 64)
     assert long.nbytes == per_position * (2 * window + 4096)
+    # The server's cache too: per row, local layers hold their window (+1 scratch position).
+    slots = SlotKVCache.for_model(model, slots=4, max_len=4096)
+    assert slots.nbytes == 4 * per_position * (2 * (window + 1) + 4096 + 1)
     # What `info` reports: bytes per token of the global layers, and the window's total.
     per_token, window_bytes = kv_cache_bytes_per_token(cfg, bytes_per_value=4)
     assert (per_token, window_bytes) == (per_position, 2 * window * per_position)

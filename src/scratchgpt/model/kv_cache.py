@@ -1,12 +1,12 @@
 """Preallocated key/value caches: the prompt is processed once, then one token per step.
 
-:class:`KVCache`: keys and values of every layer live in two tensors of shape
-(layers, B, H, max_len, hd), filled left to right; attention reads the filled prefix as a view,
-so a step copies only the new token.
+:class:`KVCache`: keys and values of each layer live in two tensors of shape (B, H, max_len, hd),
+filled left to right; attention reads the filled prefix as a view, so a step copies only the new
+token. A sliding-window layer (Gemma 3's local layers) keeps only its window, in a ring.
 
 :class:`SlotKVCache`: the cache of a continuous-batching server, one row ("slot") per sequence,
 each row at its own position; a decode step writes each row's new token where that row is and
-attention reads every position of every row, masked (a fixed shape whatever the rows hold).
+attention reads each row's own positions (local layers: rings, as in KVCache).
 """
 
 from __future__ import annotations
@@ -142,13 +142,17 @@ class KVCache:
         self.pos = 0
 
     @classmethod
-    def over(cls, keys: torch.Tensor, values: torch.Tensor, max_len: int) -> KVCache:
-        """A cache whose storage is ``keys``/``values`` (layers, B, H, >= max_len, hd), e.g. one
-        row of a :class:`SlotKVCache`, filled from position 0. Every layer keeps all positions
-        (local layers' attention masks beyond their window)."""
+    def over(
+        cls,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        max_len: int,
+        windows: Sequence[int | None],
+    ) -> KVCache:
+        """A cache whose storage is the given per-layer (B, H, length, hd) tensors (views into a
+        :class:`SlotKVCache`'s row), filled from position 0; ``windows`` as the constructor's."""
         cache = cls.__new__(cls)
-        cache.keys, cache.values = list(keys.unbind(0)), list(values.unbind(0))
-        cache.windows = [None] * keys.shape[0]
+        cache.keys, cache.values, cache.windows = list(keys), list(values), list(windows)
         cache.max_len, cache.pos = max_len, 0
         return cache
 
@@ -156,18 +160,18 @@ class KVCache:
 class SlotKVCache:
     """Keys/values of ``slots`` independent sequences, each row at its own position.
 
-    Storage is (layers, slots, H, max_len + 1, hd): positions 0..max_len-1 hold a sequence, the
+    Each layer's storage is (slots, H, length + 1, hd): ``length`` positions hold a sequence
+    (``max_len``, or a local layer's ``window``, kept as a ring as in :class:`KVCache`), the
     extra last position is scratch space where idle rows write during a decode step (so a
     decode step never touches a row that is being prefilled).
 
-    A decode step feeds one token per row: ``write_pos`` (slots,) says where each row's new
-    key/value goes (:meth:`update` writes all rows at once) and ``active`` which rows hold a
-    sequence; attention then runs row by row over that row's own filled positions
-    (:meth:`rows`), so what a row computes never depends on the other rows or on the cache's
-    size. ``pos`` stays 0: the shared position count of :class:`KVCache` has no meaning here.
-    A layer with a sliding window (``windows``) attends over the row's last ``window``
-    positions; its storage still spans the whole row (a prompt is prefilled through
-    :meth:`slot`'s plain cache).
+    A decode step feeds one token per row: ``write_pos`` (slots,) says at which position each
+    row's new key/value goes (:meth:`update` writes all rows at once) and ``active`` which rows
+    hold a sequence; attention then runs row by row over that row's own filled positions
+    (:meth:`rows`; in a local layer the last ``window`` of them, in ring order, which attention
+    over one query does not depend on), so what a row computes never depends on the other rows
+    or on the cache's size. ``pos`` stays 0: the shared position count of :class:`KVCache` has
+    no meaning here.
     """
 
     def __init__(
@@ -183,67 +187,88 @@ class SlotKVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.windows = list(windows) if windows is not None else [None] * n_layers
-        shape = (n_layers, slots, n_heads, max_len + 1, head_dim)
+        # Positions each layer keeps per row: all of them, or a local layer's window.
+        self.lengths = [max_len if w is None else min(w, max_len) for w in self.windows]
         # Uninitialised, as KVCache: attention reads only positions a row has written.
-        self.keys = torch.empty(shape, device=device, dtype=dtype)
-        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        for length in self.lengths:
+            shape = (slots, n_heads, length + 1, head_dim)
+            self.keys.append(torch.empty(shape, device=device, dtype=dtype))
+            self.values.append(torch.empty(shape, device=device, dtype=dtype))
         self.slots = slots
         self.max_len = max_len
         self.scratch = max_len  # the position idle rows write to
         self.pos = 0
         self._all_rows = torch.arange(slots, device=device)
-        self.write_pos = torch.full((slots,), max_len, dtype=torch.long, device=device)
         self.active: list[bool] = [False] * slots
         self._lengths: list[int] = [0] * slots
+        self.set_rows([max_len] * slots, [False] * slots)
 
     @classmethod
     def for_model(
         cls, model: torch.nn.Module, slots: int, max_len: int | None = None
     ) -> SlotKVCache:
         """A cache of ``slots`` rows for ``model``, ``max_len`` positions each (default: the
-        model's context length)."""
+        model's context length; a local layer keeps its window)."""
         args, kwargs = _sized_for(model, slots, max_len)
         cfg = model.cfg
         return cls(*args, windows=[cfg.window(i) for i in range(cfg.n_layers)], **kwargs)
 
     @property
     def device(self) -> torch.device:
-        return self.keys.device
+        return self.keys[0].device
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the cache holds (keys and values of every layer and row)."""
+        return sum(t.nbytes for t in (*self.keys, *self.values))
 
     def slot(self, row: int) -> KVCache:
         """A plain :class:`KVCache` over row ``row``, empty: a prompt is prefilled through it
         alone (batch 1), exactly as if no other row existed."""
         return KVCache.over(
-            self.keys[:, row : row + 1], self.values[:, row : row + 1], self.max_len
+            [k[row : row + 1, :, :-1] for k in self.keys],  # the scratch position left out
+            [v[row : row + 1, :, :-1] for v in self.values],
+            self.max_len,
+            self.windows,
         )
 
     def set_rows(self, write_pos: list[int], active: list[bool]) -> None:
         """Before a decode step: where each row writes its new token (idle rows: the scratch
         position) and which rows hold a sequence."""
-        self.write_pos = torch.tensor(write_pos, dtype=torch.long, device=self.keys.device)
+        device = self.keys[0].device
+        self.write_pos = torch.tensor(write_pos, dtype=torch.long, device=device)
         self.active = list(active)
         self._lengths = [p + 1 for p in write_pos]
+        # Per storage length, the index each row writes: a ring's slot p % length; scratch last.
+        idle = self.write_pos == self.scratch
+        self._write_at = {
+            length: torch.where(idle, length, self.write_pos % length)
+            for length in set(self.lengths)
+        }
 
     def update(
         self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; returns the
         layer's whole storage (attention reads it through :meth:`rows`)."""
-        dtype = self.keys.dtype  # index_put does not cast (a bf16 model's fp32 cache)
-        self.keys[layer_idx, self._all_rows, :, self.write_pos] = keys[:, :, 0].to(dtype)
-        self.values[layer_idx, self._all_rows, :, self.write_pos] = values[:, :, 0].to(dtype)
-        return self.keys[layer_idx], self.values[layer_idx]
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        at = self._write_at[self.lengths[layer_idx]]
+        # index_put does not cast (a bf16 model's fp32 cache)
+        k[self._all_rows, :, at] = keys[:, :, 0].to(k.dtype)
+        v[self._all_rows, :, at] = values[:, :, 0].to(v.dtype)
+        return k, v
 
     def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions (the
-        last ``window`` of them in a local layer)."""
+        """(row, keys, values) of each active row: its (1, H, n, hd) filled positions (in a
+        local layer, the last ``window`` of them, in ring order)."""
         k, v = self.keys[layer_idx], self.values[layer_idx]
-        window = self.windows[layer_idx]
+        length = self.lengths[layer_idx]
         return [
-            (r, k[r : r + 1, :, first:n], v[r : r + 1, :, first:n])
+            (r, k[r : r + 1, :, : min(n, length)], v[r : r + 1, :, : min(n, length)])
             for r, (on, n) in enumerate(zip(self.active, self._lengths))
             if on
-            for first in (0 if window is None else max(0, n - window),)
         ]
 
     def advance(self, n: int) -> None:
