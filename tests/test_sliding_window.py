@@ -14,12 +14,12 @@ from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import ConfigError
 from scratchgpt.model import KVCache, build_model
-from scratchgpt.model.kv_cache import SlotKVCache
 from scratchgpt.model.attention import (
     GroupedQueryAttention,
     causal_allowed,
     sliding_window_allowed,
 )
+from scratchgpt.model.kv_cache import SlotKVCache
 from scratchgpt.model.rope import RotaryEmbedding
 from scratchgpt.model.stats import kv_cache_bytes_per_token
 
