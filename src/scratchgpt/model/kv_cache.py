@@ -36,11 +36,13 @@ def _sized_for(
 ) -> tuple[tuple[int, ...], dict[str, Any]]:
     """The constructor arguments of a cache of ``rows`` rows for ``model``: its layers, its
     key/value heads (grouped-query models store only those), ``max_len`` positions (default:
-    its context length), on its device, in the dtype attention computes in."""
+    its context length), each layer's sliding window, on its device, in the dtype attention
+    computes in."""
     cfg = model.cfg
     device, dtype = _device_dtype(model)
     shape = (cfg.n_layers, rows, cfg.kv_heads, cfg.head_size, max_len or cfg.context_length)
-    return shape, {"device": device, "dtype": dtype}
+    windows = [cfg.window(i) for i in range(cfg.n_layers)]
+    return shape, {"windows": windows, "device": device, "dtype": dtype}
 
 
 class KVCache:
@@ -88,8 +90,7 @@ class KVCache:
         length. Grouped-query models store only their key/value heads, local layers only their
         window."""
         args, kwargs = _sized_for(model, batch_size, max_len)
-        cfg = model.cfg
-        return cls(*args, windows=[cfg.window(i) for i in range(cfg.n_layers)], **kwargs)
+        return cls(*args, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -212,8 +213,7 @@ class SlotKVCache:
         """A cache of ``slots`` rows for ``model``, ``max_len`` positions each (default: the
         model's context length; a local layer keeps its window)."""
         args, kwargs = _sized_for(model, slots, max_len)
-        cfg = model.cfg
-        return cls(*args, windows=[cfg.window(i) for i in range(cfg.n_layers)], **kwargs)
+        return cls(*args, **kwargs)
 
     @property
     def device(self) -> torch.device:

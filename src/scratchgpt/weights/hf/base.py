@@ -65,6 +65,19 @@ def check_exportable(cfg: GPTConfig) -> None:
         )
 
 
+def renamed_state_dict(
+    model: Any, plan: Callable[[GPTConfig, str], list[TensorMap]], prefix: str
+) -> dict[str, torch.Tensor]:
+    """Our model's weights under a family's names (new CPU tensors), for families whose
+    mapping is a rename: ``plan(cfg, prefix)`` names each parameter's source (a tied head is
+    the embedding table and is written once)."""
+    inner = unwrap_model(model)
+    check_exportable(inner.cfg)
+    ours = inner.state_dict()
+    names = {m.target: m.source for m in plan(inner.cfg, prefix)}
+    return {theirs: ours[mine].detach().to("cpu").clone() for mine, theirs in names.items()}
+
+
 def hf_weight_files(weights: Path) -> list[Path]:
     """The safetensors files of a folder: the one file, or every shard an index names."""
     if weights.name.endswith(".index.json"):

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 from scratchgpt.config import GPTConfig
 from scratchgpt.errors import CheckpointError
 from scratchgpt.model_presets import gemma3_layer_types
-from scratchgpt.weights.hf.base import HFFamily, check_exportable
+from scratchgpt.weights.hf.base import HFFamily, renamed_state_dict
 from scratchgpt.weights.hf.llama import hf_ignore, plan_prefix
-from scratchgpt.weights.native import unwrap_model
 from scratchgpt.weights.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -224,12 +223,7 @@ def hf_plan(cfg: GPTConfig, prefix: str = "model.") -> list[TensorMap]:
 
 def hf_state_dict(model: Any, prefix: str = "model.") -> dict[str, torch.Tensor]:
     """Our model's weights under Hugging Face Gemma 3 names (new CPU tensors)."""
-    gemma = unwrap_model(model)
-    cfg = gemma.cfg
-    check_exportable(cfg)
-    ours = gemma.state_dict()
-    names = {m.target: m.source for m in hf_plan(cfg, prefix)}
-    return {theirs: ours[mine].detach().to("cpu").clone() for mine, theirs in names.items()}
+    return renamed_state_dict(model, hf_plan, prefix)
 
 
 def _plan_for_files(cfg: GPTConfig, names: Sequence[str]) -> list[TensorMap]:

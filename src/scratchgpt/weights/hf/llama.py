@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from scratchgpt.config import GPTConfig, RopeScaling
 from scratchgpt.errors import CheckpointError
-from scratchgpt.weights.hf.base import HFFamily, check_exportable
-from scratchgpt.weights.native import unwrap_model
+from scratchgpt.weights.hf.base import HFFamily, renamed_state_dict
 from scratchgpt.weights.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -288,13 +287,7 @@ def hf_ignore(cfg: GPTConfig) -> Callable[[str], bool]:
 
 def hf_state_dict(model: Any, prefix: str = "model.") -> dict[str, torch.Tensor]:
     """Our model's weights under Hugging Face Llama/Qwen3 names (new CPU tensors)."""
-    gpt = unwrap_model(model)
-    cfg = gpt.cfg
-    check_exportable(cfg)
-    ours = gpt.state_dict()
-    # Tensor names in a state dict never start with a dot; the tied head is the embedding.
-    names = {m.target: m.source for m in hf_plan(cfg, prefix)}
-    return {theirs: ours[mine].detach().to("cpu").clone() for mine, theirs in names.items()}
+    return renamed_state_dict(model, hf_plan, prefix)
 
 
 def plan_prefix(names: Sequence[str]) -> str:
