@@ -351,12 +351,6 @@ class GPTConfig:
             return None
         return self.sliding_window
 
-    def rope_base_of(self, layer: int) -> float:
-        """RoPE's theta in block ``layer``: ``rope_local_base`` in local layers when set."""
-        if self.window(layer) is not None and self.rope_local_base is not None:
-            return self.rope_local_base
-        return self.rope_base
-
     def _check_moe(self) -> None:
         layers = self.mlp_only_layers
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
