@@ -1,4 +1,4 @@
-"""Hugging Face tokenizers (``tokenizer.json``), for Llama 3.x, Qwen3 and other model folders.
+"""Hugging Face tokenizers (``tokenizer.json``), for Llama 3.x, Qwen3, Gemma 3 and other folders.
 
 :class:`HFTokenizer` wraps a ``tokenizers.Tokenizer`` (the Rust library ``transformers`` uses for
 its fast tokenizers), so a folder's tokenizer encodes exactly as ``AutoTokenizer`` does, at the
@@ -9,6 +9,9 @@ library's speed, behind scratchgpt's :class:`~scratchgpt.tokenizers.base.Tokeniz
   their strings as plain text, ``encode(allowed_special=...)`` as their ids. Added tokens that are
   not special (Qwen3's ``<think>``) are ordinary vocabulary, matched in text as ``transformers``
   does. Encoding never adds BOS/EOS itself; :attr:`bos_ids` says what the model expects first.
+- byte-level BPEs (Llama 3, Qwen3) and SentencePiece-style BPEs with byte fallback (Gemma's
+  ``▁`` for spaces, ``<0xNN>`` pieces for characters outside the vocabulary) both give the raw
+  bytes of each token (:meth:`decode_bytes`), so a character split across tokens streams whole.
 - the folder's configs give the ids the pipeline needs: :attr:`stop_ids` (every id that ends a
   generation), :attr:`bos_ids`, :attr:`eot_id`, :attr:`pad_id`, and :attr:`chat_template`.
 """
@@ -16,6 +19,7 @@ library's speed, behind scratchgpt's :class:`~scratchgpt.tokenizers.base.Tokeniz
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +44,17 @@ from scratchgpt.tokenizers.hf_folder import (
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
-# Tokens that end a turn or a text in the formats we know (Llama 3, Qwen/ChatML, GPT-2).
-END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>")
+# Tokens that end a turn or a text in the formats we know (Llama 3, Qwen/ChatML, GPT-2, Gemma).
+END_TOKENS = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+)
+# A SentencePiece byte piece: the token of one byte (byte fallback).
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class HFTokenizer(Tokenizer):
@@ -100,9 +113,9 @@ class HFTokenizer(Tokenizer):
             t.content: i for i, t in backend.get_added_tokens_decoder().items() if t.special
         }
         decoder = backend.decoder
-        self._byte_level = decoder is not None and _is_byte_level(
-            json.loads(decoder.__getstate__())
-        )
+        decoder_spec = None if decoder is None else json.loads(decoder.__getstate__())
+        self._byte_level = _is_byte_level(decoder_spec)
+        self._byte_fallback = _is_byte_fallback(decoder_spec)
         self._token_bytes: list[bytes] | None = None
         self._bos_ids: list[int] | None = None
         self._with_specials: Backend | None = None
@@ -191,10 +204,11 @@ class HFTokenizer(Tokenizer):
         return ints
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Byte-level BPE: the tokens' raw bytes (a character split across tokens stays split);
-        added tokens give their UTF-8 text. Other tokenizers: ``decode(ids).encode()``."""
+        """Byte-level BPE and byte fallback: the tokens' raw bytes (a character split across
+        tokens stays split); added tokens give their UTF-8 text. Other tokenizers:
+        ``decode(ids).encode()``."""
         ints = self._checked(ids)
-        if not self._byte_level:
+        if not (self._byte_level or self._byte_fallback):
             return self._backend.decode(ints, skip_special_tokens=False).encode("utf-8")
         table = self._table()
         try:
@@ -211,6 +225,8 @@ class HFTokenizer(Tokenizer):
 
     def _table(self) -> list[bytes]:
         """id -> bytes, built on first use (a 150k vocabulary takes a moment)."""
+        if self._token_bytes is None and self._byte_fallback:
+            self._token_bytes = self._byte_fallback_table()
         if self._token_bytes is None:
             byte_of = unicode_to_bytes()
             added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
@@ -225,6 +241,24 @@ class HFTokenizer(Tokenizer):
                         table[i] = token.encode("utf-8")
             self._token_bytes = table
         return self._token_bytes
+
+    def _byte_fallback_table(self) -> list[bytes]:
+        """id -> bytes for a byte-fallback decoder: a byte piece is its byte, any other token
+        what the decoder makes of it alone (``▁`` -> space; the decoder has no strip, so the
+        pieces of a text join into its decoding)."""
+        added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
+        table: list[Any] = [None] * self._vocab_size
+        rest = []
+        for token, i in self._vocab.items():
+            piece = None if token in added else _BYTE_PIECE.fullmatch(token)
+            if piece is not None:
+                table[i] = bytes([int(piece[1], 16)])
+            else:
+                rest.append(i)
+        texts = self._backend.decode_batch([[i] for i in rest], skip_special_tokens=False)
+        for i, text in zip(rest, texts):
+            table[i] = text.encode("utf-8")
+        return table
 
     # --- vocabulary -----------------------------------------------------------------------
     @property
@@ -402,6 +436,16 @@ _OPTIONS = (
     "extra_specials",
     "source",
 )
+
+
+def _is_byte_fallback(decoder: Any) -> bool:
+    """Whether tokenizer.json's decoder is SentencePiece's byte fallback without a strip
+    (Gemma: Replace "▁" -> " ", ByteFallback, Fuse), so tokens decode one at a time."""
+    if not isinstance(decoder, dict):
+        return False
+    parts = (decoder.get("decoders") or []) if decoder.get("type") == "Sequence" else [decoder]
+    kinds = [p.get("type") if isinstance(p, dict) else None for p in parts]
+    return "ByteFallback" in kinds and set(kinds) <= {"Replace", "ByteFallback", "Fuse"}
 
 
 def _is_byte_level(decoder: Any) -> bool:
