@@ -16,9 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_fixtures import CORPUS, MODEL_VOCAB_SIZE, write_gemma3_tokenizer
-from scratchgpt.errors import TokenizerError
+from hf_fixtures import CORPUS, MODEL_VOCAB_SIZE, write_gemma3_tokenizer, write_qwen3_tokenizer
+from scratchgpt.data.chat_style import CHAT_STYLE
+from scratchgpt.data.instructions import InstructionDataset, get_prompt_style
+from scratchgpt.errors import ConfigError, TokenizerError
+from scratchgpt.tasks.instruct.loading import resolve_prompt_style
 from scratchgpt.tokenizers import HFTokenizer, Tokenizer
+from scratchgpt.tokenizers.chat import GEMMA_TEMPLATE
 
 transformers = pytest.importorskip("transformers")
 
@@ -217,6 +221,50 @@ def test_training_example_splits_at_the_model_turn(pair):
     )
     assert prompt.endswith("<start_of_turn>model\n")
     assert response == "赤 (red).<end_of_turn>\n"
+
+
+@pytest.mark.parametrize("style", ["chat", "auto"])
+def test_a_folder_without_template_fine_tunes_with_the_bundled_one(pair, tmp_path, style):
+    ours, _ = pair
+    write_gemma3_tokenizer(tmp_path, chat_template=None)
+    bare = HFTokenizer.from_folder(tmp_path)
+    assert bare.chat_template is None
+    assert resolve_prompt_style(style, bare, "gemma3") == CHAT_STYLE
+    assert bare.chat_template is GEMMA_TEMPLATE
+    # What the bundled template renders is what Gemma 3's own renders, prompts and examples.
+    for name, messages in CONVERSATIONS.items():
+        if name == "text-parts":  # OpenAI's content parts: flattened to text before rendering
+            continue
+        for add in (True, False):
+            assert bare.render_chat(messages, add_generation_prompt=add) == ours.render_chat(
+                messages, add_generation_prompt=add
+            ), name
+        if messages[-1]["role"] == "assistant":
+            assert bare.chat.render_example(messages) == ours.chat.render_example(messages)
+
+
+def test_the_bundled_template_needs_gemma_control_tokens(tmp_path):
+    write_qwen3_tokenizer(tmp_path, chat_template=None)
+    qwen = HFTokenizer.from_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"gemma3's format needs the special tokens.*start_of"):
+        resolve_prompt_style("chat", qwen, "gemma3")
+
+
+def test_instruction_examples_train_on_the_model_turn(pair):
+    # Instruction fine-tuning masks the prompt (up to "<start_of_turn>model\n") and trains on
+    # the answer and its <end_of_turn>, the token generation then stops at.
+    ours, _ = pair
+    record = {"instruction": "Name a colour.", "input": "In French", "output": "Bleu."}
+    style = get_prompt_style(CHAT_STYLE, ours)
+    ids, prompt_length = InstructionDataset([record], ours, style)[0]
+    prompt = style.prompt(record)
+    assert prompt == (
+        "<bos><start_of_turn>user\nName a colour.\n\nIn French<end_of_turn>\n<start_of_turn>model\n"
+    )
+    assert ids[:prompt_length] == ours.encode(prompt, allowed_special="all")
+    assert ours.decode(ids[prompt_length:]) == "Bleu.<end_of_turn>\n"
+    assert ours.token_to_id("<end_of_turn>") in ours.stop_ids
+    assert ids.count(ours.token_to_id("<bos>")) == 1
 
 
 def test_save_pretrained_loads_in_transformers(pair, tmp_path):
