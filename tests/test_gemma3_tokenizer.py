@@ -9,10 +9,12 @@ pipeline from the vocabulary and merges, so the files and the class must agree).
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from hf_fixtures import CORPUS, MODEL_VOCAB_SIZE, write_gemma3_tokenizer, write_
 from scratchgpt.data.chat_style import CHAT_STYLE
 from scratchgpt.data.instructions import InstructionDataset, get_prompt_style
 from scratchgpt.errors import ConfigError, TokenizerError
+from scratchgpt.generation import generate_text, stream_generate
 from scratchgpt.tasks.instruct.loading import resolve_prompt_style
 from scratchgpt.tokenizers import HFTokenizer, Tokenizer
 from scratchgpt.tokenizers.chat import GEMMA_TEMPLATE
@@ -160,6 +163,41 @@ def test_decode_bytes_streams_characters_split_into_byte_pieces(pair):
     # Decoded alone, a byte piece is U+FFFD, as in transformers.
     assert ours.decode(partial[:1]) == oracle.decode(partial[:1]) == "\ufffd"
     assert ours.decode_bytes([ours.token_to_id("▁")]) == b" "
+
+
+class ScriptedModel(torch.nn.Module):
+    """Next token = a lookup of the last one: generation writes a fixed token sequence."""
+
+    def __init__(self, script: list[int], vocab_size: int = MODEL_VOCAB_SIZE) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        assert len(set(script[:-1])) == len(script) - 1, "script tokens must be distinct"
+        nxt = torch.zeros(vocab_size, dtype=torch.long)
+        for a, b in itertools.pairwise(script):
+            nxt[a] = b
+        self.register_buffer("nxt", nxt)
+        self.vocab_size = vocab_size
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*idx.shape, self.vocab_size)
+        logits[:, -1].scatter_(1, self.nxt[idx[:, -1]][:, None], 10.0)
+        return logits
+
+
+def test_generation_streams_byte_pieces_as_whole_characters_and_stops_at_end_of_turn(pair):
+    ours, _ = pair
+    prompt = "<start_of_turn>model\n"
+    prompt_ids = ours.encode(prompt, allowed_special="all")
+    reply = ours.encode("Hi 😀!", allowed_special="all")
+    assert sum(ours.id_to_token(i).startswith("<0x") for i in reply) == 4  # the emoji's bytes
+    end_of_turn = ours.token_to_id("<end_of_turn>")
+    model = ScriptedModel([prompt_ids[-1], *reply, end_of_turn]).eval()
+    # A text prompt gets <bos> in front; the reply stops at <end_of_turn> (a stop id).
+    stream = stream_generate(model, ours, prompt, 20, context_size=64)
+    pieces = list(stream)
+    assert "".join(pieces) == "Hi 😀!" == generate_text(model, ours, prompt, 20, context_size=64)
+    assert "😀" in pieces and not any("\ufffd" in p for p in pieces)
+    assert stream.finish_reason == "stop" and stream.new_tokens == len(reply)
 
 
 def _invalid_utf8(data: bytes) -> bool:
