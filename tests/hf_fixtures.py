@@ -141,6 +141,12 @@ GEMMA3_ADDED = [
     "<end_of_turn>",
 ]
 GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
+# Gemma 3's image tokens: <start_of_image> and <end_of_image> inside the vocabulary (ids 255999 and
+# 256000 in the real one; the last two ids here), and <image_soft_token>, the placeholder that
+# the multimodal processor replaces with image embeddings, added one past the vocabulary (262144
+# for a 262,144-row embedding table; MODEL_VOCAB_SIZE here).
+GEMMA3_IMAGE_TOKENS = ["<start_of_image>", "<end_of_image>"]
+GEMMA3_IMAGE_PLACEHOLDER = "<image_soft_token>"
 # SentencePiece's byte pieces (<0x00>..<0xFF>): characters outside the vocabulary are spelled with
 # them (byte fallback).
 _BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
@@ -217,7 +223,9 @@ def gemma3_tokenizer_json() -> str:
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.normalizer = normalizers.Replace(" ", "▁")
     trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    pieces_left = MODEL_VOCAB_SIZE - len(GEMMA3_ADDED) - len(_BYTE_PIECES)
+    pieces_left = (
+        MODEL_VOCAB_SIZE - len(GEMMA3_ADDED) - len(_BYTE_PIECES) - len(GEMMA3_IMAGE_TOKENS)
+    )
     trainer = trainers.BpeTrainer(
         vocab_size=pieces_left,
         initial_alphabet=_GEMMA_ALPHABET,
@@ -229,6 +237,9 @@ def gemma3_tokenizer_json() -> str:
     vocab = {token: i for i, token in enumerate(GEMMA3_ADDED + _BYTE_PIECES)}
     for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
         vocab.setdefault(token, len(vocab))
+    for token in GEMMA3_IMAGE_TOKENS:
+        vocab[token] = len(vocab)
+    assert len(vocab) == MODEL_VOCAB_SIZE
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
@@ -239,6 +250,8 @@ def gemma3_tokenizer_json() -> str:
     tok.add_tokens(
         [AddedToken(t, special=t in GEMMA3_SPECIALS, normalized=False) for t in GEMMA3_ADDED]
     )
+    images = [*GEMMA3_IMAGE_TOKENS, GEMMA3_IMAGE_PLACEHOLDER]
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in images])
     bos = "<bos>"
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos}:0 $A:0",
@@ -360,7 +373,8 @@ def write_gemma3_tokenizer(
 ) -> None:
     """Write a Gemma-3-instruct-style tokenizer folder, laid out like google/gemma-3-270m-it's
     (BOS <bos> prepended; eos_token <eos>, pad <pad>; generation stops at <eos> and
-    <end_of_turn>).
+    <end_of_turn>; the image placeholder <image_soft_token> at id MODEL_VOCAB_SIZE, one past
+    the model's embedding rows, as in the published folders).
 
     Arguments as for :func:`write_llama3_tokenizer` (default template: Gemma 3's own).
     """
@@ -372,9 +386,17 @@ def write_gemma3_tokenizer(
         "add_bos_token": True,
         "add_eos_token": False,
         "added_tokens_decoder": _added_tokens_decoder(text),
+        "boi_token": "<start_of_image>",
         "bos_token": "<bos>",
         "clean_up_tokenization_spaces": False,
+        "eoi_token": "<end_of_image>",
         "eos_token": "<eos>",
+        "extra_special_tokens": {
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": GEMMA3_IMAGE_PLACEHOLDER,
+        },
+        "image_token": GEMMA3_IMAGE_PLACEHOLDER,
         "model_max_length": 32768,
         "pad_token": "<pad>",
         "sp_model_kwargs": None,

@@ -2,8 +2,8 @@
 
 tests/hf_fixtures.py writes the folder offline: a tiny SentencePiece-style BPE with byte fallback
 ("▁" for spaces, <0xNN> pieces for characters outside the vocabulary), Gemma's control tokens at
-Gemma 3's ids, <bos> before every text, Gemma 3's own chat template, generation_config.json's
-[<eos>, <end_of_turn>]. transformers loads it as a ``GemmaTokenizer`` (its class rebuilds the
+Gemma 3's ids, <bos> before every text, the image placeholder one past the vocabulary, Gemma 3's
+own chat template, generation_config.json's [<eos>, <end_of_turn>]. transformers loads it as a ``GemmaTokenizer`` (its class rebuilds the
 pipeline from the vocabulary and merges, so the files and the class must agree).
 """
 
@@ -120,10 +120,40 @@ def test_special_tokens_at_gemma_ids(pair):
         "<mask>",
         "<start_of_turn>",
         "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
     }
     assert "<unused0>" not in ours.special_tokens  # added, matched in text, not special
     assert ours.bos_token == "<bos>" and ours.eos_token == "<eos>" and ours.pad_token == "<pad>"
-    assert ours.vocab_size == len(oracle) <= MODEL_VOCAB_SIZE
+    for token in ("<start_of_image>", "<end_of_image>"):
+        assert ids(token) == oracle.convert_tokens_to_ids(token) < MODEL_VOCAB_SIZE
+
+
+def test_the_image_placeholder_beyond_the_vocabulary_is_left_out(pair, tmp_path):
+    # transformers keeps <image_soft_token> one past the embedding rows (its processor swaps it
+    # for image embeddings); a text model has no row for it, so our tokenizer leaves it out.
+    ours, oracle = pair
+    assert oracle.convert_tokens_to_ids("<image_soft_token>") == MODEL_VOCAB_SIZE
+    assert len(oracle) == MODEL_VOCAB_SIZE + 1
+    assert ours.vocab_size == MODEL_VOCAB_SIZE
+    assert "<image_soft_token>" not in ours.special_tokens
+    with pytest.raises(TokenizerError, match="not a token"):
+        ours.token_to_id("<image_soft_token>")
+    text = "a <image_soft_token> b"
+    plain = oracle.encode(text, add_special_tokens=False, split_special_tokens=True)
+    assert ours.encode(text, allowed_special="all") == ours.encode_ordinary(text) == plain
+    assert max(plain) < MODEL_VOCAB_SIZE
+    # Saved and reloaded (ours or transformers), the tokenizer stays at the model's size.
+    again = HFTokenizer.from_dict(ours.to_dict())
+    assert again.vocab_size == MODEL_VOCAB_SIZE
+    ours.save_pretrained(tmp_path / "saved")
+    assert len(transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")) == MODEL_VOCAB_SIZE
+    # A folder that does not name it as its image token keeps it, as transformers does.
+    unnamed = {"image_token": None, "extra_special_tokens": {}}
+    write_gemma3_tokenizer(tmp_path / "unnamed", config_extra=unnamed)
+    kept = HFTokenizer.from_folder(tmp_path / "unnamed")
+    assert kept.token_to_id("<image_soft_token>") == MODEL_VOCAB_SIZE
+    assert kept.vocab_size == MODEL_VOCAB_SIZE + 1
 
 
 def test_bos_stop_and_pad_ids(pair):

@@ -63,7 +63,10 @@ class HFTokenizer(Tokenizer):
     Build one with :meth:`from_folder`; the keyword arguments are the folder's settings (see
     :func:`~scratchgpt.tokenizers.hf_folder.read_hf_folder`). ``eos_token_ids`` are
     generation_config.json's end ids, ``extra_specials`` (id, content) pairs that
-    tokenizer_config.json flags special beyond tokenizer.json.
+    tokenizer_config.json flags special beyond tokenizer.json, ``media_tokens`` the placeholders
+    of images/audio/video that a multimodal processor replaces with embeddings (Gemma 3's
+    ``<image_soft_token>``): one added beyond the vocabulary is left out of this text
+    tokenizer, whose ids then all have an embedding row (see :func:`_without_placeholders`).
     """
 
     name = "hf"
@@ -80,10 +83,11 @@ class HFTokenizer(Tokenizer):
         bos_token_id: int | None = None,
         model_max_length: int | None = None,
         extra_specials: Iterable[tuple[int, str]] = (),
+        media_tokens: Sequence[str] = (),
         source: str = "tokenizer.json",
     ) -> None:
         self.source = source
-        text = parse_tokenizer_json(tokenizer, source)
+        text = _without_placeholders(parse_tokenizer_json(tokenizer, source), media_tokens)
         try:
             backend = Backend.from_str(text)
         except Exception as e:  # the library raises plain Exception for every parse error
@@ -372,7 +376,7 @@ class HFTokenizer(Tokenizer):
         """The whole tokenizer.json (parsed) and the folder settings."""
         data: dict[str, Any] = {"tokenizer": json.loads(self._json)}
         for key in _OPTIONS:
-            if key != "extra_specials":
+            if key not in _APPLIED:
                 data[key] = getattr(self, key if key != "chat_template" else "_chat_source")
         return data
 
@@ -434,8 +438,35 @@ _OPTIONS = (
     "bos_token_id",
     "model_max_length",
     "extra_specials",
+    "media_tokens",
     "source",
 )
+# Options applied to the tokenizer.json text that to_dict saves, so not saved themselves.
+_APPLIED = ("extra_specials", "media_tokens")
+
+
+def _without_placeholders(text: str, media_tokens: Sequence[str]) -> str:
+    """tokenizer.json `text` without the added tokens among `media_tokens` that are not in its
+    model's vocabulary.
+
+    Gemma 3's tokenizer adds ``<image_soft_token>`` at id 262144, one past its 262,144-row
+    embedding table: ``transformers``' processor replaces it with image embeddings before the
+    model sees it, and a text model has no row for it. Left in, it would make the tokenizer
+    larger than the model (loading refuses a tokenizer with ids the model cannot embed); left
+    out, its string is plain text, as for any unknown tag.
+    """
+    wanted = set(media_tokens)
+    if not wanted or not any(t in text for t in wanted):
+        return text
+    spec = json.loads(text)
+    vocab = spec.get("model", {}).get("vocab") or {}
+    pieces = set(vocab) if isinstance(vocab, dict) else {p[0] for p in vocab if p}
+    added = spec.get("added_tokens") or []
+    kept = [t for t in added if not (t.get("content") in wanted and t["content"] not in pieces)]
+    if len(kept) == len(added):
+        return text
+    spec["added_tokens"] = kept
+    return json.dumps(spec, ensure_ascii=False)
 
 
 def _is_byte_fallback(decoder: Any) -> bool:
