@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from hf_fixtures import CORPUS, MODEL_VOCAB_SIZE, write_gemma3_tokenizer, write_qwen3_tokenizer
 from scratchgpt.data.chat_style import CHAT_STYLE
 from scratchgpt.data.instructions import InstructionDataset, get_prompt_style
-from scratchgpt.errors import ConfigError, TokenizerError
+from scratchgpt.errors import CheckpointError, ConfigError, TokenizerError
 from scratchgpt.generation import generate_text, stream_generate
 from scratchgpt.tasks.instruct.loading import resolve_prompt_style
 from scratchgpt.tokenizers import HFTokenizer, Tokenizer
 from scratchgpt.tokenizers.chat import GEMMA_TEMPLATE
+from scratchgpt.weights.native import check_vocab
 
 transformers = pytest.importorskip("transformers")
 
@@ -154,6 +155,10 @@ def test_the_image_placeholder_beyond_the_vocabulary_is_left_out(pair, tmp_path)
     kept = HFTokenizer.from_folder(tmp_path / "unnamed")
     assert kept.token_to_id("<image_soft_token>") == MODEL_VOCAB_SIZE
     assert kept.vocab_size == MODEL_VOCAB_SIZE + 1
+    # Loading checks a folder's tokenizer against the model's rows: ours fits, that one not.
+    check_vocab(MODEL_VOCAB_SIZE, ours, "gemma3")
+    with pytest.raises(CheckpointError, match="smaller than the tokenizer's vocabulary"):
+        check_vocab(MODEL_VOCAB_SIZE, kept, "gemma3")
 
 
 def test_bos_stop_and_pad_ids(pair):
