@@ -3,8 +3,9 @@
 tests/hf_fixtures.py writes the folder offline: a tiny SentencePiece-style BPE with byte fallback
 ("▁" for spaces, <0xNN> pieces for characters outside the vocabulary), Gemma's control tokens at
 Gemma 3's ids, <bos> before every text, the image placeholder one past the vocabulary, Gemma 3's
-own chat template, generation_config.json's [<eos>, <end_of_turn>]. transformers loads it as a ``GemmaTokenizer`` (its class rebuilds the
-pipeline from the vocabulary and merges, so the files and the class must agree).
+own chat template, generation_config.json's [<eos>, <end_of_turn>]. transformers loads it as a
+``GemmaTokenizer`` (its class rebuilds the pipeline from the vocabulary and merges, so the files
+and the class must agree).
 """
 
 from __future__ import annotations

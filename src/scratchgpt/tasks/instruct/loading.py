@@ -44,8 +44,8 @@ def checkpoint_style(
     metadata: Mapping[str, Any], override: str | None = None, tokenizer: Any = None
 ) -> str:
     """The prompt style to use with a checkpoint: ``override``, else its metadata's, else the
-    model's own chat template when its tokenizer has one (a Llama 3 / Qwen3 / Gemma 3 folder), else
-    alpaca."""
+    model's own chat template when its tokenizer has one (a Llama 3 / Qwen3 / Gemma 3 folder),
+    else alpaca."""
     name = override or metadata.get("prompt_style") or default_style(tokenizer)
     return get_prompt_style(name, tokenizer).name
 
