@@ -19,7 +19,6 @@ library's speed, behind scratchgpt's :class:`~scratchgpt.tokenizers.base.Tokeniz
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,13 @@ from scratchgpt.tokenizers.base import (
     bad_id_error,
     resolve_special,
 )
-from scratchgpt.tokenizers.bpe import unicode_to_bytes
+from scratchgpt.tokenizers.hf_bytes import BYTE_LEVEL, byte_decoding, token_bytes_table
 from scratchgpt.tokenizers.hf_folder import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     parse_tokenizer_json,
     read_hf_folder,
+    without_placeholders,
 )
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
@@ -53,8 +53,6 @@ END_TOKENS = (
     "<|end_of_text|>",
     "<end_of_turn>",
 )
-# A SentencePiece byte piece: the token of one byte (byte fallback).
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class HFTokenizer(Tokenizer):
@@ -66,7 +64,8 @@ class HFTokenizer(Tokenizer):
     tokenizer_config.json flags special beyond tokenizer.json, ``media_tokens`` the placeholders
     of images/audio/video that a multimodal processor replaces with embeddings (Gemma 3's
     ``<image_soft_token>``): one added beyond the vocabulary is left out of this text
-    tokenizer, whose ids then all have an embedding row (see :func:`_without_placeholders`).
+    tokenizer, whose ids then all have an embedding row (see
+    :func:`~scratchgpt.tokenizers.hf_folder.without_placeholders`).
     """
 
     name = "hf"
@@ -87,7 +86,7 @@ class HFTokenizer(Tokenizer):
         source: str = "tokenizer.json",
     ) -> None:
         self.source = source
-        text = _without_placeholders(parse_tokenizer_json(tokenizer, source), media_tokens)
+        text = without_placeholders(parse_tokenizer_json(tokenizer, source), media_tokens)
         try:
             backend = Backend.from_str(text)
         except Exception as e:  # the library raises plain Exception for every parse error
@@ -118,9 +117,8 @@ class HFTokenizer(Tokenizer):
         }
         decoder = backend.decoder
         decoder_spec = None if decoder is None else json.loads(decoder.__getstate__())
-        self._byte_level = _is_byte_level(decoder_spec)
-        self._byte_fallback = _is_byte_fallback(decoder_spec)
-        self._token_bytes: list[bytes] | None = None
+        self._byte_decoding = byte_decoding(decoder_spec)
+        self._token_bytes: list[bytes | None] | None = None
         self._bos_ids: list[int] | None = None
         self._with_specials: Backend | None = None
         self.chat_template = chat_template
@@ -212,9 +210,13 @@ class HFTokenizer(Tokenizer):
         tokens stays split); added tokens give their UTF-8 text. Other tokenizers:
         ``decode(ids).encode()``."""
         ints = self._checked(ids)
-        if not (self._byte_level or self._byte_fallback):
+        if self._byte_decoding is None:
             return self._backend.decode(ints, skip_special_tokens=False).encode("utf-8")
-        table = self._table()
+        if self._token_bytes is None:  # built on first use (a 262k vocabulary takes a moment)
+            self._token_bytes = token_bytes_table(
+                self._backend, self._vocab, self._vocab_size, self._byte_decoding
+            )
+        table = self._token_bytes
         try:
             return b"".join([table[i] for i in ints])
         except TypeError:  # an id no token has (a hole in the vocabulary)
@@ -223,46 +225,9 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; invalid UTF-8 (a partial character) becomes U+FFFD, as in transformers."""
-        if self._byte_level:
+        if self._byte_decoding == BYTE_LEVEL:
             return self.decode_bytes(ids).decode("utf-8", errors="replace")
         return self._backend.decode(self._checked(ids), skip_special_tokens=False)
-
-    def _table(self) -> list[bytes]:
-        """id -> bytes, built on first use (a 150k vocabulary takes a moment)."""
-        if self._token_bytes is None and self._byte_fallback:
-            self._token_bytes = self._byte_fallback_table()
-        if self._token_bytes is None:
-            byte_of = unicode_to_bytes()
-            added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
-            table: list[Any] = [None] * self._vocab_size
-            for token, i in self._vocab.items():
-                if token in added:
-                    table[i] = token.encode("utf-8")
-                else:
-                    try:
-                        table[i] = bytes([byte_of[c] for c in token])
-                    except KeyError:  # not spelled with byte characters: keep the text
-                        table[i] = token.encode("utf-8")
-            self._token_bytes = table
-        return self._token_bytes
-
-    def _byte_fallback_table(self) -> list[bytes]:
-        """id -> bytes for a byte-fallback decoder: a byte piece is its byte, any other token
-        what the decoder makes of it alone (``▁`` -> space; the decoder has no strip, so the
-        pieces of a text join into its decoding)."""
-        added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
-        table: list[Any] = [None] * self._vocab_size
-        rest = []
-        for token, i in self._vocab.items():
-            piece = None if token in added else _BYTE_PIECE.fullmatch(token)
-            if piece is not None:
-                table[i] = bytes([int(piece[1], 16)])
-            else:
-                rest.append(i)
-        texts = self._backend.decode_batch([[i] for i in rest], skip_special_tokens=False)
-        for i, text in zip(rest, texts):
-            table[i] = text.encode("utf-8")
-        return table
 
     # --- vocabulary -----------------------------------------------------------------------
     @property
@@ -443,49 +408,3 @@ _OPTIONS = (
 )
 # Options applied to the tokenizer.json text that to_dict saves, so not saved themselves.
 _APPLIED = ("extra_specials", "media_tokens")
-
-
-def _without_placeholders(text: str, media_tokens: Sequence[str]) -> str:
-    """tokenizer.json `text` without the added tokens among `media_tokens` that are not in its
-    model's vocabulary.
-
-    Gemma 3's tokenizer adds ``<image_soft_token>`` at id 262144, one past its 262,144-row
-    embedding table: ``transformers``' processor replaces it with image embeddings before the
-    model sees it, and a text model has no row for it. Left in, it would make the tokenizer
-    larger than the model (loading refuses a tokenizer with ids the model cannot embed); left
-    out, its string is plain text, as for any unknown tag.
-    """
-    wanted = set(media_tokens)
-    if not wanted or not any(t in text for t in wanted):
-        return text
-    spec = json.loads(text)
-    vocab = spec.get("model", {}).get("vocab") or {}
-    pieces = set(vocab) if isinstance(vocab, dict) else {p[0] for p in vocab if p}
-    added = spec.get("added_tokens") or []
-    kept = [t for t in added if not (t.get("content") in wanted and t["content"] not in pieces)]
-    if len(kept) == len(added):
-        return text
-    spec["added_tokens"] = kept
-    return json.dumps(spec, ensure_ascii=False)
-
-
-def _is_byte_fallback(decoder: Any) -> bool:
-    """Whether tokenizer.json's decoder is SentencePiece's byte fallback without a strip
-    (Gemma: Replace "▁" -> " ", ByteFallback, Fuse), so tokens decode one at a time."""
-    if not isinstance(decoder, dict):
-        return False
-    parts = (decoder.get("decoders") or []) if decoder.get("type") == "Sequence" else [decoder]
-    kinds = [p.get("type") if isinstance(p, dict) else None for p in parts]
-    return "ByteFallback" in kinds and set(kinds) <= {"Replace", "ByteFallback", "Fuse"}
-
-
-def _is_byte_level(decoder: Any) -> bool:
-    """Whether tokenizer.json's decoder maps GPT-2 byte characters back to bytes."""
-    if not isinstance(decoder, dict):
-        return False
-    if decoder.get("type") == "ByteLevel":
-        return True
-    if decoder.get("type") == "Sequence":
-        parts = decoder.get("decoders") or []
-        return len(parts) == 1 and _is_byte_level(parts[0])
-    return False

@@ -19,6 +19,7 @@ post-processor saved in tokenizer.json whatever the flag says (Llama 3's prepend
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,27 @@ def parse_tokenizer_json(data: Any, source: str) -> str:
             "(an object with a 'model')"
         )
     return json.dumps(data, ensure_ascii=False)
+
+
+def without_placeholders(text: str, media_tokens: Sequence[str]) -> str:
+    """tokenizer.json `text` without the added tokens among `media_tokens` that are not in its
+    model's vocabulary.
+
+    Gemma 3's tokenizer adds ``<image_soft_token>`` at id 262144, one past its 262,144-row
+    embedding table: ``transformers``' processor replaces it with image embeddings before the
+    model sees it, and a text model has no row for it. Left in, it would make the tokenizer
+    larger than the model (loading refuses a tokenizer with ids the model cannot embed); left
+    out, its string is plain text, as for any unknown tag.
+    """
+    wanted = set(media_tokens)
+    if not wanted or not any(t in text for t in wanted):
+        return text
+    spec = json.loads(text)
+    vocab = spec.get("model", {}).get("vocab") or {}
+    pieces = set(vocab) if isinstance(vocab, dict) else {p[0] for p in vocab if p}
+    added = spec.get("added_tokens") or []
+    kept = [t for t in added if not (t.get("content") in wanted and t["content"] not in pieces)]
+    if len(kept) == len(added):
+        return text
+    spec["added_tokens"] = kept
+    return json.dumps(spec, ensure_ascii=False)
