@@ -1,9 +1,10 @@
 """Chat templates render exactly as transformers' apply_chat_template does (it is the oracle).
 
 Each template is put in a tokenizer folder built offline (tests/hf_fixtures.py); transformers
-loads the folder and renders the same conversations. The templates: our bundled family defaults
-and two full-featured ones in tests/chat_templates/ (Qwen3-like: tools, thinking, namespaces,
-reverse loops; Llama 3.1-like: dates, tools as JSON, raise_exception).
+loads the folder and renders the same conversations. The templates: our bundled family defaults,
+Gemma 3's own (system folded into the first user turn, alternation checked) and two full-featured
+ones in tests/chat_templates/ (Qwen3-like: tools, thinking, namespaces, reverse loops; Llama
+3.1-like: dates, tools as JSON, raise_exception).
 """
 
 from __future__ import annotations
@@ -12,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from hf_fixtures import write_llama3_tokenizer, write_qwen3_tokenizer
+from hf_fixtures import (
+    GEMMA3_CHAT_TEMPLATE,
+    write_gemma3_tokenizer,
+    write_llama3_tokenizer,
+    write_qwen3_tokenizer,
+)
 from scratchgpt.errors import TokenizerError
 from scratchgpt.tokenizers import HFTokenizer
 from scratchgpt.tokenizers.chat import (
     CHATML_TEMPLATE,
+    GEMMA_TEMPLATE,
     LLAMA3_TEMPLATE,
     ChatTemplate,
     family_template,
@@ -98,10 +105,16 @@ LLAMA_EXTRA = {
 }
 
 
+WRITERS = {
+    "llama3": write_llama3_tokenizer,
+    "qwen3": write_qwen3_tokenizer,
+    "gemma3": write_gemma3_tokenizer,
+}
+
+
 def _oracle_folder(tmp_path: Path, family: str, template: str) -> Path:
     folder = tmp_path / family
-    writer = write_llama3_tokenizer if family == "llama3" else write_qwen3_tokenizer
-    writer(folder, chat_template=template)
+    WRITERS[family](folder, chat_template=template)
     return folder
 
 
@@ -110,6 +123,8 @@ CASES = [
     ("qwen3", "bundled-chatml", CHATML_TEMPLATE, CONVERSATIONS),
     ("qwen3", "qwen3-style", QWEN3_STYLE, {**CONVERSATIONS, **QWEN_EXTRA}),
     ("llama3", "llama31-style", LLAMA31_STYLE, {**CONVERSATIONS, **LLAMA_EXTRA}),
+    ("gemma3", "gemma3-own", GEMMA3_CHAT_TEMPLATE, CONVERSATIONS),
+    ("gemma3", "bundled-gemma", GEMMA_TEMPLATE, CONVERSATIONS),
 ]
 
 
@@ -176,9 +191,42 @@ def test_bundled_chatml_format():
     )
 
 
+def test_bundled_gemma_format():
+    template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>")
+    messages = [*CONVERSATIONS["system+user"], {"role": "assistant", "content": " 4 "}]
+    assert template.render(messages[:2]) == (
+        "<bos><start_of_turn>user\nYou are a helpful assistant.  \n\nWhat is 2+2?<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    # The assistant's turn is the "model"'s; a training example splits where it opens.
+    prompt, response = template.render_example(messages)
+    assert prompt.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert response == "4<end_of_turn>\n"
+
+
+@pytest.mark.parametrize(
+    ("messages", "position"),
+    [
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            "message 2 is the user's",
+        ),
+        (
+            [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}],
+            "message 2 is the assistant's",
+        ),
+    ],
+)
+def test_bundled_gemma_refuses_turns_that_do_not_alternate(messages, position):
+    template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", origin="gemma")
+    with pytest.raises(TokenizerError, match=rf"^gemma: Gemma's turns must alternate.*{position}"):
+        template.render(messages)
+
+
 def test_family_template_lookup():
     assert family_template("llama3") is LLAMA3_TEMPLATE
     assert family_template("chatml") is CHATML_TEMPLATE
+    assert family_template("gemma") is GEMMA_TEMPLATE
     with pytest.raises(TokenizerError, match=r"unknown chat template family 'mistral'.*chatml"):
         family_template("mistral")
 
@@ -255,7 +303,10 @@ def test_training_examples_split_into_prompt_and_response(
         ), (label, name)
         full = oracle.apply_chat_template(messages, tokenize=False, **extra)
         assert prompt + response == full, (label, name)
-        assert response.rstrip().endswith(("<|eot_id|>", "<|im_end|>")), (label, name)
+        assert response.rstrip().endswith(("<|eot_id|>", "<|im_end|>", "<end_of_turn>")), (
+            label,
+            name,
+        )
 
 
 def test_training_example_errors():

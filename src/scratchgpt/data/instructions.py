@@ -111,7 +111,7 @@ def get_prompt_style(name: Any, tokenizer: Any = None) -> Any:
             raise ConfigError(
                 "prompt style 'chat' uses the model's chat template, and its tokenizer has none "
                 "(GPT-2 and models trained here with a GPT-2 or BPE tokenizer have none); use "
-                f"one of {sorted(PROMPT_STYLES)}, or a Llama 3 / Qwen3 model"
+                f"one of {sorted(PROMPT_STYLES)}, or a Llama 3 / Qwen3 / Gemma 3 model"
             )
         return ChatPromptStyle(tokenizer.chat)
     try:

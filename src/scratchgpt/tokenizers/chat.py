@@ -8,9 +8,10 @@ Jinja environment (``trim_blocks``, ``lstrip_blocks``, loop controls), the same 
 variables (``messages``, ``add_generation_prompt``, ``tools``, ``documents``, the special-token
 strings). An unknown template is rendered by the template itself, never guessed.
 
-Models without a template of their own (a Llama- or Qwen-shaped model pretrained here, a base
-model) can use a bundled family default: :data:`LLAMA3_TEMPLATE` (Llama 3 header tokens) or
-:data:`CHATML_TEMPLATE` (Qwen's ChatML), looked up by :func:`family_template`.
+Models without a template of their own (a Llama-, Qwen- or Gemma-shaped model pretrained here, a
+base model) can use a bundled family default: :data:`LLAMA3_TEMPLATE` (Llama 3 header tokens),
+:data:`CHATML_TEMPLATE` (Qwen's ChatML) or :data:`GEMMA_TEMPLATE` (Gemma's turns), looked up by
+:func:`family_template`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,38 @@ CHATML_TEMPLATE = """\
 {%- endif %}
 """
 
-FAMILY_TEMPLATES = {"llama3": LLAMA3_TEMPLATE, "chatml": CHATML_TEMPLATE}
+# Gemma: <bos>, then per message <start_of_turn>role, a newline, the trimmed content,
+# <end_of_turn> and a newline. The assistant's role is written "model". Gemma has no system role:
+# as Gemma 3's own template does, a first system message goes at the start of the first user
+# turn (a blank line after it), and the turns must then alternate user/assistant. Renders what
+# Gemma 3's template renders for text conversations.
+GEMMA_TEMPLATE = """\
+{{- bos_token }}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set first_user_prefix = '' %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {%- set position = loop.index0 + 1 + messages | length - loop_messages | length %}
+        {{- raise_exception("Gemma's turns must alternate user/assistant/user/... after an "
+            "optional first system message; message " + position | string + " is the "
+            + message['role'] + "'s") }}
+    {%- endif %}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}
+    {{- '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<start_of_turn>model\\n' }}
+{%- endif %}
+"""
+
+FAMILY_TEMPLATES = {"llama3": LLAMA3_TEMPLATE, "chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
 
 # The names a message's reasoning may come under; templates read "reasoning_content" (gpt-oss
 # templates read "thinking"), so each is filled from the others, as transformers does.
@@ -64,7 +96,8 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
 def family_template(name: str) -> str:
-    """The bundled template of a prompt-format family: ``"llama3"`` or ``"chatml"`` (Qwen)."""
+    """The bundled template of a prompt-format family: ``"llama3"``, ``"chatml"`` (Qwen) or
+    ``"gemma"``."""
     try:
         return FAMILY_TEMPLATES[name]
     except KeyError:

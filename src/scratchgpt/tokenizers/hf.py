@@ -1,4 +1,4 @@
-"""Hugging Face tokenizers (``tokenizer.json``), for Llama 3.x, Qwen3 and other model folders.
+"""Hugging Face tokenizers (``tokenizer.json``), for Llama 3.x, Qwen3, Gemma 3 and other folders.
 
 :class:`HFTokenizer` wraps a ``tokenizers.Tokenizer`` (the Rust library ``transformers`` uses for
 its fast tokenizers), so a folder's tokenizer encodes exactly as ``AutoTokenizer`` does, at the
@@ -9,6 +9,9 @@ library's speed, behind scratchgpt's :class:`~scratchgpt.tokenizers.base.Tokeniz
   their strings as plain text, ``encode(allowed_special=...)`` as their ids. Added tokens that are
   not special (Qwen3's ``<think>``) are ordinary vocabulary, matched in text as ``transformers``
   does. Encoding never adds BOS/EOS itself; :attr:`bos_ids` says what the model expects first.
+- byte-level BPEs (Llama 3, Qwen3) and SentencePiece-style BPEs with byte fallback (Gemma's
+  ``▁`` for spaces, ``<0xNN>`` pieces for characters outside the vocabulary) both give the raw
+  bytes of each token (:meth:`decode_bytes`), so a character split across tokens streams whole.
 - the folder's configs give the ids the pipeline needs: :attr:`stop_ids` (every id that ends a
   generation), :attr:`bos_ids`, :attr:`eot_id`, :attr:`pad_id`, and :attr:`chat_template`.
 """
@@ -30,18 +33,26 @@ from scratchgpt.tokenizers.base import (
     bad_id_error,
     resolve_special,
 )
-from scratchgpt.tokenizers.bpe import unicode_to_bytes
+from scratchgpt.tokenizers.hf_bytes import BYTE_LEVEL, byte_decoding, token_bytes_table
 from scratchgpt.tokenizers.hf_folder import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     parse_tokenizer_json,
     read_hf_folder,
+    without_placeholders,
 )
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
-# Tokens that end a turn or a text in the formats we know (Llama 3, Qwen/ChatML, GPT-2).
-END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>")
+# Tokens that end a turn or a text in the formats we know (Llama 3, Qwen/ChatML, GPT-2, Gemma).
+END_TOKENS = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+)
 
 
 class HFTokenizer(Tokenizer):
@@ -50,7 +61,11 @@ class HFTokenizer(Tokenizer):
     Build one with :meth:`from_folder`; the keyword arguments are the folder's settings (see
     :func:`~scratchgpt.tokenizers.hf_folder.read_hf_folder`). ``eos_token_ids`` are
     generation_config.json's end ids, ``extra_specials`` (id, content) pairs that
-    tokenizer_config.json flags special beyond tokenizer.json.
+    tokenizer_config.json flags special beyond tokenizer.json, ``media_tokens`` the placeholders
+    of images/audio/video that a multimodal processor replaces with embeddings (Gemma 3's
+    ``<image_soft_token>``): one added beyond the vocabulary is left out of this text
+    tokenizer, whose ids then all have an embedding row (see
+    :func:`~scratchgpt.tokenizers.hf_folder.without_placeholders`).
     """
 
     name = "hf"
@@ -67,10 +82,11 @@ class HFTokenizer(Tokenizer):
         bos_token_id: int | None = None,
         model_max_length: int | None = None,
         extra_specials: Iterable[tuple[int, str]] = (),
+        media_tokens: Sequence[str] = (),
         source: str = "tokenizer.json",
     ) -> None:
         self.source = source
-        text = parse_tokenizer_json(tokenizer, source)
+        text = without_placeholders(parse_tokenizer_json(tokenizer, source), media_tokens)
         try:
             backend = Backend.from_str(text)
         except Exception as e:  # the library raises plain Exception for every parse error
@@ -100,10 +116,9 @@ class HFTokenizer(Tokenizer):
             t.content: i for i, t in backend.get_added_tokens_decoder().items() if t.special
         }
         decoder = backend.decoder
-        self._byte_level = decoder is not None and _is_byte_level(
-            json.loads(decoder.__getstate__())
-        )
-        self._token_bytes: list[bytes] | None = None
+        decoder_spec = None if decoder is None else json.loads(decoder.__getstate__())
+        self._byte_decoding = byte_decoding(decoder_spec)
+        self._token_bytes: list[bytes | None] | None = None
         self._bos_ids: list[int] | None = None
         self._with_specials: Backend | None = None
         self.chat_template = chat_template
@@ -191,12 +206,17 @@ class HFTokenizer(Tokenizer):
         return ints
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Byte-level BPE: the tokens' raw bytes (a character split across tokens stays split);
-        added tokens give their UTF-8 text. Other tokenizers: ``decode(ids).encode()``."""
+        """Byte-level BPE and byte fallback: the tokens' raw bytes (a character split across
+        tokens stays split); added tokens give their UTF-8 text. Other tokenizers:
+        ``decode(ids).encode()``."""
         ints = self._checked(ids)
-        if not self._byte_level:
+        if self._byte_decoding is None:
             return self._backend.decode(ints, skip_special_tokens=False).encode("utf-8")
-        table = self._table()
+        if self._token_bytes is None:  # built on first use (a 262k vocabulary takes a moment)
+            self._token_bytes = token_bytes_table(
+                self._backend, self._vocab, self._vocab_size, self._byte_decoding
+            )
+        table = self._token_bytes
         try:
             return b"".join([table[i] for i in ints])
         except TypeError:  # an id no token has (a hole in the vocabulary)
@@ -205,26 +225,9 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; invalid UTF-8 (a partial character) becomes U+FFFD, as in transformers."""
-        if self._byte_level:
+        if self._byte_decoding == BYTE_LEVEL:
             return self.decode_bytes(ids).decode("utf-8", errors="replace")
         return self._backend.decode(self._checked(ids), skip_special_tokens=False)
-
-    def _table(self) -> list[bytes]:
-        """id -> bytes, built on first use (a 150k vocabulary takes a moment)."""
-        if self._token_bytes is None:
-            byte_of = unicode_to_bytes()
-            added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
-            table: list[Any] = [None] * self._vocab_size
-            for token, i in self._vocab.items():
-                if token in added:
-                    table[i] = token.encode("utf-8")
-                else:
-                    try:
-                        table[i] = bytes([byte_of[c] for c in token])
-                    except KeyError:  # not spelled with byte characters: keep the text
-                        table[i] = token.encode("utf-8")
-            self._token_bytes = table
-        return self._token_bytes
 
     # --- vocabulary -----------------------------------------------------------------------
     @property
@@ -338,7 +341,7 @@ class HFTokenizer(Tokenizer):
         """The whole tokenizer.json (parsed) and the folder settings."""
         data: dict[str, Any] = {"tokenizer": json.loads(self._json)}
         for key in _OPTIONS:
-            if key != "extra_specials":
+            if key not in _APPLIED:
                 data[key] = getattr(self, key if key != "chat_template" else "_chat_source")
         return data
 
@@ -400,17 +403,8 @@ _OPTIONS = (
     "bos_token_id",
     "model_max_length",
     "extra_specials",
+    "media_tokens",
     "source",
 )
-
-
-def _is_byte_level(decoder: Any) -> bool:
-    """Whether tokenizer.json's decoder maps GPT-2 byte characters back to bytes."""
-    if not isinstance(decoder, dict):
-        return False
-    if decoder.get("type") == "ByteLevel":
-        return True
-    if decoder.get("type") == "Sequence":
-        parts = decoder.get("decoders") or []
-        return len(parts) == 1 and _is_byte_level(parts[0])
-    return False
+# Options applied to the tokenizer.json text that to_dict saves, so not saved themselves.
+_APPLIED = ("extra_specials", "media_tokens")

@@ -6,6 +6,11 @@ chat template), optionally ``chat_template.jinja`` (where newer ``transformers``
 and ``generation_config.json`` (the ids that end a generation). :func:`read_hf_folder` gathers
 what :class:`~scratchgpt.tokenizers.hf.HFTokenizer` needs from them, checking each field.
 
+Multimodal placeholders named in tokenizer_config.json (``image_token``, ``audio_token``,
+``video_token``, at the top level or under ``extra_special_tokens``) are returned as
+``media_tokens``: a text tokenizer leaves out those added beyond the vocabulary (Gemma 3's
+``<image_soft_token>``).
+
 ``add_bos_token`` in tokenizer_config.json is not read: ``transformers`` (5.x) encodes with the
 post-processor saved in tokenizer.json whatever the flag says (Llama 3's prepends
 ``<|begin_of_text|>``), and so do we; ``HFTokenizer.bos_ids`` reports what it prepends.
@@ -14,6 +19,7 @@ post-processor saved in tokenizer.json whatever the flag says (Llama 3's prepend
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +115,21 @@ def _added_specials(config: dict[str, Any], source: str) -> list[tuple[int, str]
     return out
 
 
+# Placeholders that a multimodal processor replaces with embeddings (tokenizer_config.json keys).
+MEDIA_TOKEN_FIELDS = ("image_token", "audio_token", "video_token")
+
+
+def _media_tokens(config: dict[str, Any], source: str) -> list[str]:
+    extra = config.get("extra_special_tokens")
+    places = [config, extra if isinstance(extra, dict) else {}]
+    found = [
+        token_content(place.get(field), field, source)
+        for place in places
+        for field in MEDIA_TOKEN_FIELDS
+    ]
+    return list(dict.fromkeys(t for t in found if t))
+
+
 def read_hf_folder(folder: PathLike) -> dict[str, Any]:
     """The tokenizer of a Hugging Face model folder, as :meth:`HFTokenizer.from_dict` takes it."""
     root = Path(folder)
@@ -141,6 +162,7 @@ def read_hf_folder(folder: PathLike) -> dict[str, Any]:
         "eos_token_ids": _id_list(generation.get("eos_token_id"), "eos_token_id", gen_src),
         "bos_token_id": bos_token_id,
         "extra_specials": _added_specials(config, src),
+        "media_tokens": _media_tokens(config, src),
         "source": str(root),
     }
 
@@ -162,3 +184,27 @@ def parse_tokenizer_json(data: Any, source: str) -> str:
             "(an object with a 'model')"
         )
     return json.dumps(data, ensure_ascii=False)
+
+
+def without_placeholders(text: str, media_tokens: Sequence[str]) -> str:
+    """tokenizer.json `text` without the added tokens among `media_tokens` that are not in its
+    model's vocabulary.
+
+    Gemma 3's tokenizer adds ``<image_soft_token>`` at id 262144, one past its 262,144-row
+    embedding table: ``transformers``' processor replaces it with image embeddings before the
+    model sees it, and a text model has no row for it. Left in, it would make the tokenizer
+    larger than the model (loading refuses a tokenizer with ids the model cannot embed); left
+    out, its string is plain text, as for any unknown tag.
+    """
+    wanted = set(media_tokens)
+    if not wanted or not any(t in text for t in wanted):
+        return text
+    spec = json.loads(text)
+    vocab = spec.get("model", {}).get("vocab") or {}
+    pieces = set(vocab) if isinstance(vocab, dict) else {p[0] for p in vocab if p}
+    added = spec.get("added_tokens") or []
+    kept = [t for t in added if not (t.get("content") in wanted and t["content"] not in pieces)]
+    if len(kept) == len(added):
+        return text
+    spec["added_tokens"] = kept
+    return json.dumps(spec, ensure_ascii=False)

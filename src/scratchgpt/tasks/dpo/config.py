@@ -74,8 +74,8 @@ class DPOOptions:
     )
     prompt_style: str = setting(
         AUTO_STYLE,
-        "prompt template (auto: the checkpoint's own, else chat for a Llama 3 / Qwen3 model "
-        "with its tokenizer, else the book's alpaca)",
+        "prompt template (auto: the checkpoint's own, else chat for a Llama 3 / Qwen3 / Gemma 3 "
+        "model with its tokenizer, else the book's alpaca)",
         (AUTO_STYLE, *STYLE_NAMES),
     )
     lora_rank: int = setting(

@@ -91,7 +91,7 @@ class InstructOptions:
         AUTO_STYLE,
         "prompt template, stored in the checkpoint (alpaca: the book's; chat: the model's own "
         "chat template; auto: chat when the model's tokenizer has a chat template or belongs to "
-        "a Llama 3 / Qwen3 folder, else alpaca)",
+        "a Llama 3 / Qwen3 / Gemma 3 folder, else alpaca)",
         (AUTO_STYLE, *STYLE_NAMES),
     )
     mask_prompt: bool = setting(

@@ -44,8 +44,8 @@ def checkpoint_style(
     metadata: Mapping[str, Any], override: str | None = None, tokenizer: Any = None
 ) -> str:
     """The prompt style to use with a checkpoint: ``override``, else its metadata's, else the
-    model's own chat template when its tokenizer has one (a Llama 3 / Qwen3 folder), else
-    alpaca."""
+    model's own chat template when its tokenizer has one (a Llama 3 / Qwen3 / Gemma 3 folder),
+    else alpaca."""
     name = override or metadata.get("prompt_style") or default_style(tokenizer)
     return get_prompt_style(name, tokenizer).name
 
@@ -55,14 +55,15 @@ def checkpoint_style(
 FAMILY_CHAT_TEMPLATES = {
     "llama3": ("llama3", ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
     "qwen3": ("chatml", ("<|im_start|>", "<|im_end|>")),
+    "gemma3": ("gemma", ("<start_of_turn>", "<end_of_turn>")),
 }
 
 
 def resolve_prompt_style(name: str, tokenizer: Any, family: str) -> str:
-    """The prompt style a fine-tuning run uses: ``auto`` is ``chat`` for a Llama 3 / Qwen3 model
-    with a tokenizer of its own (tokenizer.json), else ``alpaca``. For ``chat``, a tokenizer
-    without a chat template is given its family's (Llama 3's header format, Qwen's ChatML),
-    which the checkpoint then keeps."""
+    """The prompt style a fine-tuning run uses: ``auto`` is ``chat`` for a Llama 3 / Qwen3 /
+    Gemma 3 model with a tokenizer of its own (tokenizer.json), else ``alpaca``. For ``chat``, a
+    tokenizer without a chat template is given its family's (Llama 3's header format, Qwen's
+    ChatML, Gemma's turns), which the checkpoint then keeps."""
     own = getattr(tokenizer, "name", None) == "hf"
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if name == AUTO_STYLE:
