@@ -1,7 +1,7 @@
-"""Every command on a Llama 3.x, a Qwen3 and a Qwen3-MoE folder, end to end on tiny random models: info,
-generate, chat, respond, evaluate loss, finetune-instruct (full and LoRA, in the family's chat
-template), finetune-classifier + classify, export, and a chat completion served to the official
-``openai`` client. The folders are Hugging Face layouts (config.json, model.safetensors,
+"""Every command on a Llama 3.x, a Qwen3, a Qwen3-MoE and a Gemma 3 folder, end to end on tiny
+random models: info, generate, chat, respond, evaluate loss, finetune-instruct (full and LoRA, in
+the family's chat template), finetune-classifier + classify, export, and a chat completion served
+to the official ``openai`` client. The folders are Hugging Face layouts (config.json, model.safetensors,
 tokenizer.json, tokenizer_config.json with a chat template, generation_config.json) built
 offline."""
 
@@ -13,7 +13,12 @@ import pytest
 import torch
 import yaml
 
-from hf_fixtures import MODEL_VOCAB_SIZE, write_llama3_tokenizer, write_qwen3_tokenizer
+from hf_fixtures import (
+    MODEL_VOCAB_SIZE,
+    write_gemma3_tokenizer,
+    write_llama3_tokenizer,
+    write_qwen3_tokenizer,
+)
 from scratchgpt.chat import ChatSession
 from scratchgpt.cli import main
 from scratchgpt.config import GPTConfig
@@ -28,6 +33,9 @@ FAMILIES = {
     "qwen3": ("qwen3-tiny", write_qwen3_tokenizer, "<|im_end|>"),
     # Qwen3-MoE: the same tokenizer, a mixture of experts in every block.
     "qwen3_moe": ("qwen3-moe-tiny", write_qwen3_tokenizer, "<|im_end|>"),
+    # Gemma 3: local layers with a window of 8 (shorter than the prompts), Gemma's tokenizer
+    # (byte fallback, <bos>) and its user/model chat template.
+    "gemma3": ("gemma3-tiny", write_gemma3_tokenizer, "<end_of_turn>"),
 }
 
 
