@@ -16,7 +16,8 @@ Tables:
   ours (``KVCache.nbytes``: global layers grow, local layers keep a ring of 512 positions), by
   transformers' cache after the same prompt (its tensors' bytes), and by a cache that keeps every
   position in every layer (what the model would need without windows); plus the time of one
-  decode step at that context, ours and transformers ((prefill + 17 steps) - (prefill + 1 step)) / 16.
+  decode step at that context, ours and transformers (the prompt prefilled into each one's
+  cache, untimed, then 16 single-token forward passes timed; median of ``--repeats``).
 
     python benchmarks/gemma3.py [--quick] [--new-tokens 64] [--prompt-tokens 16]
         [--contexts 128,1024,4096] [--repeats 3] [--threads 2]
@@ -28,8 +29,10 @@ import argparse
 import importlib.util
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -79,12 +82,49 @@ def hf_cache_bytes(hf: torch.nn.Module, ids: torch.Tensor) -> int:
     return total
 
 
-def step_ms(run, prompt: torch.Tensor, repeats: int, steps: int = 16) -> float:
-    """Milliseconds of one decode step after ``prompt``: (prefill + steps + 1) - (prefill + 1)."""
-    times = families.alternate(
-        {"long": lambda: run(prompt, steps + 1), "short": lambda: run(prompt, 1)}, repeats
-    )
-    return 1e3 * (times["long"] - times["short"]) / steps
+def step_ms(prefill, step, repeats: int, steps: int = 16) -> float:
+    """Milliseconds of one decode step after a prompt: ``prefill()`` (untimed) returns the
+    state ``step(state, i)`` advances by one token; median over ``repeats`` prefills of the mean
+    over ``steps`` steps."""
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        state = prefill()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state = step(state, i)
+        times.append((time.perf_counter() - t0) / steps)
+    return 1e3 * statistics.median(times[1:])
+
+
+def ours_steps(model, ids: torch.Tensor):
+    """(prefill, step) for ours: the prompt into a fresh KVCache, then one token per step."""
+
+    def prefill():
+        cache = KVCache.for_model(model, 1, max_len=ids.shape[1] + 64)
+        with torch.inference_mode():
+            model(ids, kv_cache=cache, last_token_only=True)
+        return cache
+
+    def step(cache, i):
+        with torch.inference_mode():
+            model(ids[:, i : i + 1], kv_cache=cache, last_token_only=True)
+        return cache
+
+    return prefill, step
+
+
+def hf_steps(hf, ids: torch.Tensor):
+    """(prefill, step) for transformers: the prompt into its cache, then one token per step."""
+
+    def prefill():
+        with torch.inference_mode():
+            return hf(ids, use_cache=True, logits_to_keep=1).past_key_values
+
+    def step(cache, i):
+        with torch.inference_mode():
+            return hf(ids[:, i : i + 1], past_key_values=cache, use_cache=True).past_key_values
+
+    return prefill, step
 
 
 def decode_rows(hf, ours, folder: Path, args) -> list[tuple]:
@@ -114,7 +154,7 @@ def decode_rows(hf, ours, folder: Path, args) -> list[tuple]:
 
 
 def context_rows(hf, ours, args) -> list[tuple]:
-    from scratchgpt.generation import generate, optimize_for_decoding
+    from scratchgpt.generation import optimize_for_decoding
 
     cfg = ours.cfg
     full = cfg.replace(sliding_window=None, layer_types=())  # every layer keeps every position
@@ -123,8 +163,8 @@ def context_rows(hf, ours, args) -> list[tuple]:
     for n in args.contexts:
         ids = torch.randint(0, cfg.vocab_size, (1, n), generator=torch.Generator().manual_seed(n))
         cache = KVCache.for_model(ours, 1, max_len=n)
-        ms_ours = step_ms(lambda p, k: generate(fast, p, k), ids, args.repeats)
-        ms_hf = step_ms(lambda p, k: families.hf_generate(hf, p, k), ids, args.repeats)
+        ms_ours = step_ms(*ours_steps(fast, ids), args.repeats)
+        ms_hf = step_ms(*hf_steps(hf, ids), args.repeats)
         rows.append(
             (n, cache.nbytes, hf_cache_bytes(hf, ids), kv_cache_bytes(full, n, 4), ms_ours, ms_hf)
         )
