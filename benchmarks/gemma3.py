@@ -75,7 +75,7 @@ def make_models(folder: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
 def hf_cache_bytes(hf: torch.nn.Module, ids: torch.Tensor) -> int:
     """Bytes of the key/value tensors transformers' cache holds after prefilling ``ids``."""
     with torch.inference_mode():
-        cache = hf(ids, use_cache=True).past_key_values
+        cache = hf(ids, use_cache=True).cache
     total = 0
     for layer in cache.layers:
         total += sum(t.nbytes for t in (layer.keys, layer.values) if t is not None)
@@ -118,11 +118,11 @@ def hf_steps(hf, ids: torch.Tensor):
 
     def prefill():
         with torch.inference_mode():
-            return hf(ids, use_cache=True, logits_to_keep=1).past_key_values
+            return hf(ids, use_cache=True, logits_to_keep=1).cache
 
     def step(cache, i):
         with torch.inference_mode():
-            return hf(ids[:, i : i + 1], past_key_values=cache, use_cache=True).past_key_values
+            return hf(ids[:, i : i + 1], cache=cache, use_cache=True).cache
 
     return prefill, step
 

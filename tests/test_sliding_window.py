@@ -21,7 +21,7 @@ from scratchgpt.model.attention import (
 )
 from scratchgpt.model.kv_cache import SlotKVCache
 from scratchgpt.model.rope import RotaryEmbedding
-from scratchgpt.model.stats import kv_cache_bytes_per_token
+from scratchgpt.model.stats import kv_cache_bytes, kv_cache_bytes_per_token
 
 HEADS, GROUPS, HD, EMB = 4, 2, 8, 32
 
@@ -98,16 +98,17 @@ def test_local_layers_memory_follows_the_window_not_the_sequence():
     short = KVCache.for_model(model, batch_size=1, max_len=64)
     long = KVCache.for_model(model, batch_size=1, max_len=4096)
     per_position = 2 * cfg.kv_heads * cfg.head_size * 4  # keys + values, fp32
-    window = cfg.sliding_window
-    # Two local layers hold 8 positions whatever the length; the global one holds them all.
-    assert short.nbytes == per_position * (2 * window + 64)
-    assert long.nbytes == per_position * (2 * window + 4096)
-    # The server's cache too: per row, local layers hold their window (+1 scratch position).
+    ring = 2 * cfg.sliding_window  # the window, written twice
+    # Two local layers hold their rings whatever the length; the global one holds it all.
+    assert short.nbytes == per_position * (2 * ring + 64)
+    assert long.nbytes == per_position * (2 * ring + 4096)
+    assert kv_cache_bytes(cfg, 4096, bytes_per_value=4) == long.nbytes
+    # The server's cache too: per row, local layers hold their ring (+1 scratch position).
     slots = SlotKVCache.for_model(model, slots=4, max_len=4096)
-    assert slots.nbytes == 4 * per_position * (2 * (window + 1) + 4096 + 1)
-    # What `info` reports: bytes per token of the global layers, and the window's total.
-    per_token, window_bytes = kv_cache_bytes_per_token(cfg, bytes_per_value=4)
-    assert (per_token, window_bytes) == (per_position, 2 * window * per_position)
+    assert slots.nbytes == 4 * per_position * (2 * (ring + 1) + 4096 + 1)
+    # What `info` reports: bytes per token of the global layers, and the rings' total.
+    per_token, ring_bytes = kv_cache_bytes_per_token(cfg, bytes_per_value=4)
+    assert (per_token, ring_bytes) == (per_position, 2 * ring * per_position)
 
 
 def test_config_checks_the_layer_types():
@@ -132,9 +133,9 @@ def test_config_checks_the_layer_types():
         ("gpt2-small", 163_009_536, 12 * 2 * 768 * 2, 0),  # every head cached
         ("llama3.2-1b", 1_235_814_400, 16 * 2 * 8 * 64 * 2, 0),  # 8 key/value heads of 32
         ("qwen3-30b-a3b", 30_532_122_624, 48 * 2 * 4 * 128 * 2, 0),
-        # 3 global layers grow; 15 local ones hold 512 positions each.
-        ("gemma3-270m", 268_098_176, 3 * 2 * 256 * 2, 15 * 512 * 2 * 256 * 2),
-        ("gemma3-1b", 999_885_952, 4 * 2 * 256 * 2, 22 * 512 * 2 * 256 * 2),
+        # 3 global layers grow; 15 local ones hold a ring of 2 x 512 positions each.
+        ("gemma3-270m", 268_098_176, 3 * 2 * 256 * 2, 15 * 1024 * 2 * 256 * 2),
+        ("gemma3-1b", 999_885_952, 4 * 2 * 256 * 2, 22 * 1024 * 2 * 256 * 2),
     ],
 )
 def test_info_reports_parameters_and_kv_cache_bytes_per_token(

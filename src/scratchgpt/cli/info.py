@@ -145,9 +145,9 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append("")
     lines.append("KV cache (bf16, one sequence)")
     lines.append(f"  {'per token':<26} {_fmt_int(kv['bytes_per_token']):>16} bytes")
-    if kv["window_bytes"]:  # local layers: a fixed amount once their windows are full
-        full = kv["window_bytes"] / 1024**2
-        lines.append(f"  {'local layers (windows)':<26} {full:>16,.2f} MB")
+    if kv["window_bytes"]:  # local layers: a fixed amount, their rings
+        rings = kv["window_bytes"] / 1024**2
+        lines.append(f"  {'local layers (rings)':<26} {rings:>16,.2f} MB")
     at = f"at {info['config']['context_length']:,} tokens"
     lines.append(f"  {at:<26} {kv['at_context_bytes'] / 1024**2:>16,.2f} MB")
     f = info["flops_per_token"]

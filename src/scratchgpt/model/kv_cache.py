@@ -31,6 +31,12 @@ def _device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, dtype
 
 
+def ring_sizes(windows: Sequence[int | None], max_len: int) -> list[int | None]:
+    """Per layer, the positions its ring keeps: its window, or None for a layer that keeps
+    every position (a global layer, or a window no shorter than the cache)."""
+    return [w if w is not None and w < max_len else None for w in windows]
+
+
 def _sized_for(
     model: torch.nn.Module, rows: int, max_len: int | None
 ) -> tuple[tuple[int, ...], dict[str, Any]]:
@@ -53,6 +59,10 @@ class KVCache:
     local layer of a 32k-token Gemma 3 prompt holds 512 positions). Its :meth:`update` returns
     the cached positions the new queries can still see followed by the new ones, in order; the
     attention masks what lies outside each query's window.
+
+    The ring is written twice (position p at p % window and at p % window + window), so the
+    last ``window`` positions are always one contiguous, ordered slice of it: a decode step
+    attends over a view, with no gather or copy, for twice the (bounded) memory.
     """
 
     def __init__(
@@ -74,9 +84,9 @@ class KVCache:
         # long cache costs as much as a layer's matmul at prefill.
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        for window in self.windows:
-            length = max_len if window is None else min(window, max_len)
-            shape = (batch_size, n_heads, length, head_dim)
+        self.rings = ring_sizes(self.windows, max_len)
+        for ring in self.rings:
+            shape = (batch_size, n_heads, max_len if ring is None else 2 * ring, head_dim)
             self.keys.append(torch.empty(shape, device=device, dtype=dtype))
             self.values.append(torch.empty(shape, device=device, dtype=dtype))
         self.max_len = max_len
@@ -118,21 +128,29 @@ class KVCache:
                 f"KV cache is full: {end} positions requested, room for {self.max_len}"
             )
         cache_k, cache_v = self.keys[layer_idx], self.values[layer_idx]
-        window = self.windows[layer_idx]
-        if window is None or end <= cache_k.shape[2]:
-            cache_k[:, :, past:end] = keys
-            cache_v[:, :, past:end] = values
+        ring = self.rings[layer_idx]
+        if ring is None or end <= ring:  # all positions so far, from 0
+            for shift in (0,) if ring is None else (0, ring):  # a ring's second copy too
+                cache_k[:, :, past + shift : end + shift] = keys
+                cache_v[:, :, past + shift : end + shift] = values
             return cache_k[:, :, :end], cache_v[:, :, :end]
-        # A ring of `window` positions: position p lives at p % window.
-        size = cache_k.shape[2]
-        seen = min(past, window - 1)  # cached positions the first new query still sees
-        old = torch.arange(past - seen, past, device=cache_k.device) % size
-        all_k = torch.cat((cache_k.index_select(2, old), keys.to(cache_k.dtype)), dim=2)
-        all_v = torch.cat((cache_v.index_select(2, old), values.to(cache_v.dtype)), dim=2)
-        kept = min(t, size)  # of the new positions, the ones a later query may see
-        slots = torch.arange(end - kept, end, device=cache_k.device) % size
-        cache_k.index_copy_(2, slots, all_k[:, :, -kept:])
-        cache_v.index_copy_(2, slots, all_v[:, :, -kept:])
+        # Position p lives at p % ring and p % ring + ring: any `ring` consecutive positions are
+        # one slice. The first new query still sees the `seen` positions before it.
+        seen = min(past, ring - 1)
+        first = (past - seen) % ring
+        if t == 1:  # a decode step: write, then attend over a view of the window
+            at = past % ring
+            for slot in (at, at + ring):
+                cache_k[:, :, slot] = keys[:, :, 0]
+                cache_v[:, :, slot] = values[:, :, 0]
+            return cache_k[:, :, first : first + ring], cache_v[:, :, first : first + ring]
+        all_k = torch.cat((cache_k[:, :, first : first + seen], keys.to(cache_k.dtype)), dim=2)
+        all_v = torch.cat((cache_v[:, :, first : first + seen], values.to(cache_v.dtype)), dim=2)
+        kept = min(t, ring)  # of the new positions, the ones a later query may see
+        slots = torch.arange(end - kept, end, device=cache_k.device) % ring
+        for shift in (0, ring):
+            cache_k.index_copy_(2, slots + shift, all_k[:, :, -kept:])
+            cache_v.index_copy_(2, slots + shift, all_v[:, :, -kept:])
         return all_k, all_v
 
     def advance(self, n: int) -> None:
@@ -154,6 +172,7 @@ class KVCache:
         :class:`SlotKVCache`'s row), filled from position 0; ``windows`` as the constructor's."""
         cache = cls.__new__(cls)
         cache.keys, cache.values, cache.windows = list(keys), list(values), list(windows)
+        cache.rings = ring_sizes(cache.windows, max_len)
         cache.max_len, cache.pos = max_len, 0
         return cache
 
@@ -162,9 +181,9 @@ class SlotKVCache:
     """Keys/values of ``slots`` independent sequences, each row at its own position.
 
     Each layer's storage is (slots, H, length + 1, hd): ``length`` positions hold a sequence
-    (``max_len``, or a local layer's ``window``, kept as a ring as in :class:`KVCache`), the
-    extra last position is scratch space where idle rows write during a decode step (so a
-    decode step never touches a row that is being prefilled).
+    (``max_len``, or a local layer's ring of ``window`` positions written twice, as in
+    :class:`KVCache`), the extra last position is scratch space where idle rows write during a
+    decode step (so a decode step never touches a row that is being prefilled).
 
     A decode step feeds one token per row: ``write_pos`` (slots,) says at which position each
     row's new key/value goes (:meth:`update` writes all rows at once) and ``active`` which rows
@@ -188,13 +207,13 @@ class SlotKVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.windows = list(windows) if windows is not None else [None] * n_layers
-        # Positions each layer keeps per row: all of them, or a local layer's window.
-        self.lengths = [max_len if w is None else min(w, max_len) for w in self.windows]
+        # Positions each layer keeps per row: all of them, or a local layer's ring.
+        self.rings = ring_sizes(self.windows, max_len)
         # Uninitialised, as KVCache: attention reads only positions a row has written.
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        for length in self.lengths:
-            shape = (slots, n_heads, length + 1, head_dim)
+        for ring in self.rings:
+            shape = (slots, n_heads, (max_len if ring is None else 2 * ring) + 1, head_dim)
             self.keys.append(torch.empty(shape, device=device, dtype=dtype))
             self.values.append(torch.empty(shape, device=device, dtype=dtype))
         self.slots = slots
@@ -241,12 +260,15 @@ class SlotKVCache:
         self.write_pos = torch.tensor(write_pos, dtype=torch.long, device=device)
         self.active = list(active)
         self._lengths = [p + 1 for p in write_pos]
-        # Per storage length, the index each row writes: a ring's slot p % length; scratch last.
+        # Per ring size, where each row writes (p % ring, then its copy p % ring + ring; a
+        # global layer: p); idle rows write to their layer's scratch position, the last.
         idle = self.write_pos == self.scratch
-        self._write_at = {
-            length: torch.where(idle, length, self.write_pos % length)
-            for length in set(self.lengths)
-        }
+        self._write_at: dict[int | None, tuple[torch.Tensor, ...]] = {None: (self.write_pos,)}
+        for ring in set(self.rings) - {None}:
+            at = self.write_pos % ring
+            self._write_at[ring] = tuple(
+                torch.where(idle, 2 * ring, at + shift) for shift in (0, ring)
+            )
 
     def update(
         self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor
@@ -254,19 +276,20 @@ class SlotKVCache:
         """Store one new (slots, H, 1, hd) key/value per row at ``write_pos``; returns the
         layer's whole storage (attention reads it through :meth:`rows`)."""
         k, v = self.keys[layer_idx], self.values[layer_idx]
-        at = self._write_at[self.lengths[layer_idx]]
         # index_put does not cast (a bf16 model's fp32 cache)
-        k[self._all_rows, :, at] = keys[:, :, 0].to(k.dtype)
-        v[self._all_rows, :, at] = values[:, :, 0].to(v.dtype)
+        new_k, new_v = keys[:, :, 0].to(k.dtype), values[:, :, 0].to(v.dtype)
+        for at in self._write_at[self.rings[layer_idx]]:
+            k[self._all_rows, :, at] = new_k
+            v[self._all_rows, :, at] = new_v
         return k, v
 
     def rows(self, layer_idx: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """(row, keys, values) of each active row: its (1, H, n, hd) filled positions (in a
         local layer, the last ``window`` of them, in ring order)."""
         k, v = self.keys[layer_idx], self.values[layer_idx]
-        length = self.lengths[layer_idx]
+        ring = self.rings[layer_idx] or self.max_len
         return [
-            (r, k[r : r + 1, :, : min(n, length)], v[r : r + 1, :, : min(n, length)])
+            (r, k[r : r + 1, :, : min(n, ring)], v[r : r + 1, :, : min(n, ring)])
             for r, (on, n) in enumerate(zip(self.active, self._lengths))
             if on
         ]

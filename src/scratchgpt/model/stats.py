@@ -120,19 +120,23 @@ def model_stats(cfg: GPTConfig) -> ModelStats:
 
 
 def kv_cache_bytes(cfg: GPTConfig, tokens: int, bytes_per_value: int = 2) -> int:
-    """Bytes a KV cache holds for one sequence of ``tokens`` tokens: a key and a value of
-    ``kv_heads * head_size`` values per layer and position (grouped-query attention stores
-    only the key/value heads), and a local layer at most its window's positions."""
+    """Bytes a :class:`~scratchgpt.model.KVCache` holds for one sequence of ``tokens`` tokens: a
+    key and a value of ``kv_heads * head_size`` values per layer and position (grouped-query
+    attention stores only the key/value heads); a local layer whose window is shorter than the
+    sequence holds its ring, ``2 * window`` positions (written twice, so that the window is
+    always one ordered slice)."""
     per_position = 2 * cfg.kv_heads * cfg.head_size * bytes_per_value
-    return sum(
-        per_position * min(tokens, cfg.window(layer) or tokens) for layer in range(cfg.n_layers)
-    )
+    positions = 0
+    for layer in range(cfg.n_layers):
+        window = cfg.window(layer)
+        positions += tokens if window is None or window >= tokens else 2 * window
+    return per_position * positions
 
 
 def kv_cache_bytes_per_token(cfg: GPTConfig, bytes_per_value: int = 2) -> tuple[int, int]:
-    """(bytes each further token adds, bytes the local layers hold once their windows are
-    full): the KV cache of a long sequence is ``window bytes + tokens * per token``."""
+    """(bytes each further token adds, bytes the local layers' rings hold): the KV cache of a
+    sequence longer than the windows is ``ring bytes + tokens * per token``."""
     per_position = 2 * cfg.kv_heads * cfg.head_size * bytes_per_value
     windows = [cfg.window(layer) for layer in range(cfg.n_layers)]
     per_token = per_position * sum(1 for w in windows if w is None)
-    return per_token, per_position * sum(w for w in windows if w is not None)
+    return per_token, per_position * sum(2 * w for w in windows if w is not None)
