@@ -222,7 +222,7 @@ def main() -> None:
     )
     print(
         "| n | ours | transformers | every layer, every position | ours / all positions | "
-        "step ours | step transformers | ours / transformers |"
+        "step ours | step transformers | transformers / ours |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, ours_b, hf_b, full_b, ms_ours, ms_hf in contexts:
