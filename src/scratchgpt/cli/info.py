@@ -14,10 +14,12 @@ from typing import Any
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "info",
-        help="show a model's config, parameter counts, memory and FLOPs",
+        help="show a model's config, parameter counts, memory, KV cache and FLOPs",
         description=(
             "Show a model's config and its size: parameters (total, without the output head, "
-            "embedding / non-embedding, active per token for a mixture of experts), weight memory at fp32 and bf16, and FLOPs per token. "
+            "embedding / non-embedding, active per token for a mixture of experts), weight "
+            "memory at fp32 and bf16, the KV cache of one sequence in bf16 (bytes per token, "
+            "local layers' rings, at the full context), and FLOPs per token. "
             "For a checkpoint only config.json is read, plus its tokenizer and metadata."
         ),
     )
