@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
@@ -19,6 +19,8 @@ from transformers import (  # noqa: E402
     Gemma3TextConfig,
 )
 
+import parity  # noqa: E402
+from parity import VOCAB, edited_copy, logits_of, randomize  # noqa: E402
 from scratchgpt.config import GPTConfig  # noqa: E402
 from scratchgpt.errors import CheckpointError  # noqa: E402
 from scratchgpt.generation import generate  # noqa: E402
@@ -28,7 +30,6 @@ from scratchgpt.weights.hf import save_hf_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-VOCAB = 257
 WINDOW = 6
 LAYERS = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
 GEMMA3 = dict(
@@ -44,14 +45,8 @@ GEMMA3 = dict(
 def random_hf(seed: int = 0, **changes) -> Gemma3ForCausalLM:
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(Gemma3TextConfig(**{**GEMMA3, **changes})).eval()
-    # Random values of a useful size (HF initialises Gemma's norms to zeros, i.e. a scale of 1),
-    # so a swapped pair of norms or a wrong offset shows in the logits.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(-0.5, 0.5)
-            else:
-                p.normal_(0, 0.2)
+    # Gemma's norm weights are offsets from 1: around 0, so a wrong offset shows too.
+    randomize(model, norms=(-0.5, 0.5))
     return model
 
 
@@ -64,14 +59,7 @@ def hf_folder(tmp_path_factory):
 
 
 def prompt(batch: int = 2, length: int = 7, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, VOCAB, (batch, length), generator=g)
-
-
-def logits_of(model, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(idx, **kwargs)
-    return getattr(out, "logits", out)
+    return parity.prompt(batch, length, seed, low=3)  # no <pad>, <eos>, <bos>
 
 
 def test_config_and_logits_match_transformers(hf_folder):
@@ -185,16 +173,6 @@ def test_bf16_load_matches_transformers_bf16(hf_folder):
     assert (ours - theirs).abs().max().item() < 0.02 * theirs.abs().max().item()
 
 
-def _edit_config(folder, tmp_path, **changes):
-    out = tmp_path / "edited"
-    out.mkdir()
-    raw = json.loads((folder / "config.json").read_text())
-    raw.update(changes)
-    (out / "config.json").write_text(json.dumps(raw))
-    save_file(load_file(folder / "model.safetensors"), out / "model.safetensors")
-    return out
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -209,7 +187,7 @@ def _edit_config(folder, tmp_path, **changes):
 def test_unsupported_or_mismatched_configs_are_refused(hf_folder, tmp_path, changes, message):
     _, folder = hf_folder
     with pytest.raises(CheckpointError, match=message):
-        load_model(_edit_config(folder, tmp_path, **changes))
+        load_model(edited_copy(folder, tmp_path, **changes))
 
 
 def test_rope_parameters_spelling_and_older_pattern(hf_folder, tmp_path):
@@ -219,7 +197,7 @@ def test_rope_parameters_spelling_and_older_pattern(hf_folder, tmp_path):
     raw = json.loads((folder / "config.json").read_text())
     params = {"full_attention": {"rope_type": "default", "rope_theta": 5e5},
               "sliding_attention": {"rope_type": "default", "rope_theta": 2e4}}  # fmt: skip
-    edited = _edit_config(folder, tmp_path, rope_parameters=params)
+    edited = edited_copy(folder, tmp_path, rope_parameters=params)
     cfg = load_model(edited).config
     assert (cfg.rope_base, cfg.rope_local_base) == (5e5, 2e4)
     raw.pop("layer_types")

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
@@ -23,6 +23,7 @@ from transformers import (  # noqa: E402
     Qwen3ForCausalLM,
 )
 
+from parity import VOCAB, edited_copy, logits_of, prompt, randomize  # noqa: E402
 from scratchgpt.config import GPTConfig  # noqa: E402
 from scratchgpt.errors import CheckpointError  # noqa: E402
 from scratchgpt.generation import generate  # noqa: E402
@@ -32,7 +33,6 @@ from scratchgpt.weights.hf import save_hf_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-VOCAB = 257
 LLAMA = dict(
     vocab_size=VOCAB, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
     num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=80,
@@ -58,12 +58,7 @@ def random_hf(name: str, seed: int = 0):
     model = model_cls(config_cls(**kwargs)).eval()
     # HF's init sets norms to 1 and weights to N(0, 0.02); random values of a useful size make
     # every mapping (and a swapped pair of tensors) visible in the logits.
-    with torch.no_grad():
-        for name_, p in model.named_parameters():
-            if name_.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0, 0.2)
+    randomize(model)
     return model
 
 
@@ -74,21 +69,6 @@ def hf_folder(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(folder)
     return request.param, hf, folder
-
-
-def prompt(batch: int = 2, length: int = 7, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, VOCAB, (batch, length), generator=g)
-
-
-def hf_logits(hf, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return hf(idx, **kwargs).logits
-
-
-def our_logits(model, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return model(idx, **kwargs)
 
 
 def test_config_and_logits_match_transformers(hf_folder):
@@ -103,7 +83,7 @@ def test_config_and_logits_match_transformers(hf_folder):
     assert cfg.qk_norm == (name == "qwen3") and cfg.tie_weights == hc.tie_word_embeddings
     assert (cfg.rope_scaling is not None) == (name == "llama")
     idx = prompt(length=hc.max_position_embeddings)  # the full context
-    diff = (hf_logits(hf, idx) - our_logits(model, idx)).abs().max().item()
+    diff = (logits_of(hf, idx) - logits_of(model, idx)).abs().max().item()
     assert diff < 1e-4
     if cfg.tie_weights:
         assert model.out_head.weight is model.tok_emb.weight
@@ -132,8 +112,8 @@ def test_left_padded_batch_matches_transformers(hf_folder):
     mask = torch.ones_like(idx)
     mask[0, :4] = 0  # row 0: 4 padding tokens on the left
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    ours = our_logits(model, idx, attention_mask=mask, position_ids=pos)
-    theirs = hf_logits(hf, idx, attention_mask=mask, position_ids=pos)
+    ours = logits_of(model, idx, attention_mask=mask, position_ids=pos)
+    theirs = logits_of(hf, idx, attention_mask=mask, position_ids=pos)
     assert (ours - theirs)[mask.bool()].abs().max().item() < 1e-4
     rows = [idx[0, 4:].tolist(), idx[1].tolist()]
     batched = generate(model, rows, 20, pad_id=0)
@@ -150,7 +130,7 @@ def test_export_loads_in_transformers(hf_folder, tmp_path):
     assert not any(info.values()), info  # no missing / unexpected / mismatched keys
     assert type(back) is type(hf)
     idx = prompt(length=30)
-    assert (hf_logits(back.eval(), idx) - our_logits(model, idx)).abs().max().item() < 1e-4
+    assert (logits_of(back.eval(), idx) - logits_of(model, idx)).abs().max().item() < 1e-4
     again = load_model(out).model  # ours -> HF -> ours: every tensor bit for bit
     assert again.cfg == model.cfg
     for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items()):
@@ -168,7 +148,7 @@ def test_model_trained_here_exports_and_reloads(tmp_path):
         out = save_hf_model(model, tmp_path / preset)
         back = AutoModelForCausalLM.from_pretrained(out).eval()
         idx = prompt(length=40)
-        assert (hf_logits(back, idx) - our_logits(model, idx)).abs().max().item() < 1e-4
+        assert (logits_of(back, idx) - logits_of(model, idx)).abs().max().item() < 1e-4
 
 
 def test_sharded_folder_and_unprefixed_keys(tmp_path):
@@ -178,7 +158,7 @@ def test_sharded_folder_and_unprefixed_keys(tmp_path):
     assert len(set(index["weight_map"].values())) > 1
     model = load_model(tmp_path).model
     idx = prompt()
-    assert (hf_logits(hf, idx) - our_logits(model, idx)).abs().max().item() < 1e-4
+    assert (logits_of(hf, idx) - logits_of(model, idx)).abs().max().item() < 1e-4
 
 
 def test_bf16_load_matches_transformers_bf16(hf_folder):
@@ -187,23 +167,13 @@ def test_bf16_load_matches_transformers_bf16(hf_folder):
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     hf16 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
     idx = prompt(length=16)
-    ours, theirs = our_logits(model, idx).float(), hf_logits(hf16, idx).float()
+    ours, theirs = logits_of(model, idx).float(), logits_of(hf16, idx).float()
     scale = theirs.abs().max().item()
     assert (ours - theirs).abs().max().item() < 0.02 * scale
     assert torch.equal(generate(model, idx[:1, :5], 10), hf16.generate(
         idx[:1, :5], attention_mask=torch.ones_like(idx[:1, :5]), max_new_tokens=10,
         min_new_tokens=10, do_sample=False, pad_token_id=0,
     ))  # fmt: skip
-
-
-def _edit_config(folder, tmp_path, **changes):
-    out = tmp_path / "edited"
-    out.mkdir()
-    raw = json.loads((folder / "config.json").read_text())
-    raw.update(changes)
-    (out / "config.json").write_text(json.dumps(raw))
-    save_file(load_file(folder / "model.safetensors"), out / "model.safetensors")
-    return out
 
 
 @pytest.mark.parametrize(
@@ -218,7 +188,7 @@ def _edit_config(folder, tmp_path, **changes):
 )
 def test_unsupported_or_mismatched_configs_are_refused(hf_folder, tmp_path, changes, message):
     _, _, folder = hf_folder
-    edited = _edit_config(folder, tmp_path, **changes)
+    edited = edited_copy(folder, tmp_path, **changes)
     if changes.get("hidden_size", 1) is None:
         raw = json.loads((edited / "config.json").read_text())
         del raw["hidden_size"]

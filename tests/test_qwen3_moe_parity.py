@@ -18,6 +18,7 @@ from transformers import (  # noqa: E402
     Qwen3MoeForCausalLM,
 )
 
+from parity import VOCAB, logits_of, prompt, randomize  # noqa: E402
 from scratchgpt.config import GPTConfig  # noqa: E402
 from scratchgpt.errors import CheckpointError  # noqa: E402
 from scratchgpt.generation import generate  # noqa: E402
@@ -29,7 +30,6 @@ from scratchgpt.weights.hf import save_hf_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-VOCAB = 257
 QWEN3_MOE = dict(
     vocab_size=VOCAB, hidden_size=32, intermediate_size=72, num_hidden_layers=3,
     num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=80,
@@ -42,14 +42,7 @@ QWEN3_MOE = dict(
 def random_hf(seed: int = 0, **changes) -> Qwen3MoeForCausalLM:
     torch.manual_seed(seed)
     model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**QWEN3_MOE, **changes})).eval()
-    # Random values of a useful size (HF initialises norms to 1 and the router to zeros) make
-    # every mapping, and a swapped pair of experts, visible in the logits.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0, 0.2)
+    randomize(model)  # the router too (transformers starts it at zeros)
     return model
 
 
@@ -59,17 +52,6 @@ def hf_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qwen3_moe")
     hf.save_pretrained(folder)
     return hf, folder
-
-
-def prompt(batch: int = 2, length: int = 7, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, VOCAB, (batch, length), generator=g)
-
-
-def logits_of(model, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(idx, **kwargs)
-    return getattr(out, "logits", out)
 
 
 def test_config_and_logits_match_transformers(hf_folder):
