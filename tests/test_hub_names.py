@@ -54,7 +54,7 @@ def test_names_and_hub_names(name, repo):
 
 
 def test_every_name_matches_a_preset_of_its_family():
-    assert len(HUB_MODELS) == 4 + 6 + 8 + 4
+    assert len(HUB_MODELS) == 4 + 6 + 10 + 4
     for name, model in HUB_MODELS.items():
         preset = name.removesuffix("-instruct").removesuffix("-base").removesuffix("-it")
         assert preset in PRESETS, name
@@ -66,6 +66,7 @@ def test_names_by_family():
     assert list(groups) == ["GPT-2", "Llama 3.x", "Qwen3", "Gemma 3"]
     assert groups["Gemma 3"] == ["gemma3-270m", "gemma3-270m-it", "gemma3-1b", "gemma3-1b-it"]
     assert HUB_MODELS["gemma3-1b"].repo == "google/gemma-3-1b-pt" and HUB_MODELS["gemma3-1b"].gated
+    assert HUB_MODELS["qwen3-30b-a3b-base"].repo == "Qwen/Qwen3-30B-A3B-Base"
     assert groups["GPT-2"] == ["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"]
     assert "llama3.2-1b" in groups["Llama 3.x"] and "qwen3-0.6b-base" in groups["Qwen3"]
     assert sum(map(len, groups.values())) == len(HUB_MODELS)

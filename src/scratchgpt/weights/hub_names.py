@@ -44,7 +44,7 @@ LLAMA3_REPOS: dict[str, str] = {
 }
 QWEN3_REPOS: dict[str, str] = {
     f"qwen3-{size}{suffix}": f"Qwen/Qwen3-{size.upper()}{repo_suffix}"
-    for size in ("0.6b", "1.7b", "4b", "8b")
+    for size in ("0.6b", "1.7b", "4b", "8b", "30b-a3b")  # 30b-a3b: the mixture of experts
     for suffix, repo_suffix in (("", ""), ("-base", "-Base"))
 }
 # Gemma 3's text-only sizes: the pretrained 1B's repository says "-pt", the 270M's nothing.
