@@ -276,6 +276,25 @@ def _write(folder: Path, name: str, data: Any) -> None:
     (folder / name).write_text(text, encoding="utf-8")
 
 
+def _write_folder(
+    folder: Path,
+    tokenizer_json: str,
+    config: dict[str, Any],
+    chat_template: str | None,
+    config_extra: dict[str, Any] | None,
+    generation: dict[str, Any] | None,
+) -> None:
+    """tokenizer.json, tokenizer_config.json (with the template, when there is one, and the
+    caller's extra keys) and, when given, generation_config.json."""
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    config.update(config_extra or {})
+    _write(folder, "tokenizer.json", tokenizer_json)
+    _write(folder, "tokenizer_config.json", config)
+    if generation is not None:
+        _write(folder, "generation_config.json", generation)
+
+
 def _ids(tokenizer_json: str) -> dict[str, int]:
     return {t["content"]: t["id"] for t in json.loads(tokenizer_json)["added_tokens"]}
 
@@ -305,17 +324,10 @@ def write_llama3_tokenizer(
         "model_max_length": 131072,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
-    if chat_template is _DEFAULT:
-        chat_template = LLAMA3_TEST_TEMPLATE
-    if chat_template is not None:
-        config["chat_template"] = chat_template
-    config.update(config_extra or {})
-    _write(folder, "tokenizer.json", text)
-    _write(folder, "tokenizer_config.json", config)
-    if generation_config:
-        eos = [ids["<|end_of_text|>"], ids["<|eom_id|>"], ids["<|eot_id|>"]]
-        gen = {"bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": eos, "do_sample": True}
-        _write(folder, "generation_config.json", gen)
+    eos = [ids["<|end_of_text|>"], ids["<|eom_id|>"], ids["<|eot_id|>"]]
+    gen = {"bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": eos, "do_sample": True}
+    template = LLAMA3_TEST_TEMPLATE if chat_template is _DEFAULT else chat_template
+    _write_folder(folder, text, config, template, config_extra, gen if generation_config else None)
 
 
 def write_qwen3_tokenizer(
@@ -347,21 +359,14 @@ def write_qwen3_tokenizer(
         "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
     }
-    if chat_template is _DEFAULT:
-        chat_template = QWEN3_TEST_TEMPLATE
-    if chat_template is not None:
-        config["chat_template"] = chat_template
-    config.update(config_extra or {})
-    _write(folder, "tokenizer.json", text)
-    _write(folder, "tokenizer_config.json", config)
-    if generation_config:
-        gen = {
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-            "pad_token_id": ids["<|endoftext|>"],
-            "do_sample": True,
-        }
-        _write(folder, "generation_config.json", gen)
+    gen = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": True,
+    }
+    template = QWEN3_TEST_TEMPLATE if chat_template is _DEFAULT else chat_template
+    _write_folder(folder, text, config, template, config_extra, gen if generation_config else None)
 
 
 def write_gemma3_tokenizer(
@@ -405,20 +410,13 @@ def write_gemma3_tokenizer(
         "unk_token": "<unk>",
         "use_default_system_prompt": False,
     }
-    if chat_template is _DEFAULT:
-        chat_template = GEMMA3_CHAT_TEMPLATE
-    if chat_template is not None:
-        config["chat_template"] = chat_template
-    config.update(config_extra or {})
-    _write(folder, "tokenizer.json", text)
-    _write(folder, "tokenizer_config.json", config)
-    if generation_config:
-        gen = {
-            "bos_token_id": ids["<bos>"],
-            "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]],
-            "pad_token_id": ids["<pad>"],
-            "top_k": 64,
-            "top_p": 0.95,
-            "do_sample": True,
-        }
-        _write(folder, "generation_config.json", gen)
+    gen = {
+        "bos_token_id": ids["<bos>"],
+        "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]],
+        "pad_token_id": ids["<pad>"],
+        "top_k": 64,
+        "top_p": 0.95,
+        "do_sample": True,
+    }
+    template = GEMMA3_CHAT_TEMPLATE if chat_template is _DEFAULT else chat_template
+    _write_folder(folder, text, config, template, config_extra, gen if generation_config else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scratchgpt.config import GPTConfig
+from scratchgpt.model.kv_cache import ring_sizes
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,8 @@ def kv_cache_bytes(cfg: GPTConfig, tokens: int, bytes_per_value: int = 2) -> int
     sequence holds its ring, ``2 * window`` positions (written twice, so that the window is
     always one ordered slice)."""
     per_position = 2 * cfg.kv_heads * cfg.head_size * bytes_per_value
-    positions = 0
-    for layer in range(cfg.n_layers):
-        window = cfg.window(layer)
-        positions += tokens if window is None or window >= tokens else 2 * window
-    return per_position * positions
+    rings = ring_sizes([cfg.window(layer) for layer in range(cfg.n_layers)], tokens)
+    return per_position * sum(tokens if ring is None else 2 * ring for ring in rings)
 
 
 def kv_cache_bytes_per_token(cfg: GPTConfig, bytes_per_value: int = 2) -> tuple[int, int]:
